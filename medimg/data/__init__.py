@@ -1,0 +1,1 @@
+"""Data loading, preprocessing and synthetic dataset generation."""

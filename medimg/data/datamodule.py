@@ -1,0 +1,129 @@
+"""LightningDataModule over a split manifest and any number of external manifests."""
+
+from __future__ import annotations
+
+import lightning as L
+import pandas as pd
+from monai import transforms as mt
+from monai.data import CacheDataset, Dataset
+from torch.utils.data import DataLoader, DistributedSampler
+
+from medimg.data import keys
+from medimg.data.augment import AugmentationPreset
+from medimg.data.loading import PrepareVolumed, load_transform
+from medimg.data.preprocess import VolumePreprocessor
+
+RECORD_COLUMNS = (keys.CASE_ID, keys.IMAGE, keys.LABEL, keys.MASK)
+
+
+class ManifestDataModule(L.LightningDataModule):
+    """Serves ``train``/``val``/``test`` from a split manifest and each external set by name.
+
+    Args:
+        internal: manifest with a ``split`` column (see :func:`medimg.data.splits.split_by_patient`).
+        external: external manifests by set name; never used for training or model selection.
+        task: ``classification`` or ``segmentation`` (decides whether masks are read).
+        preprocessor: the deterministic preprocessing shared with evaluation and export.
+        augmentation: random augmentation for the training split.
+        batch_size: cases per batch.
+        num_workers: DataLoader worker processes (0 = load in the main process).
+        cache: keep prepared cases in memory (MONAI ``CacheDataset``) after the first read.
+        seed: seeds the training order (per epoch) and the augmentation.
+    """
+
+    def __init__(
+        self,
+        internal: pd.DataFrame,
+        external: dict[str, pd.DataFrame] | None,
+        task: str,
+        preprocessor: VolumePreprocessor,
+        augmentation: AugmentationPreset | None = None,
+        batch_size: int = 8,
+        num_workers: int = 0,
+        cache: bool = True,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        if "split" not in internal.columns:
+            raise ValueError("internal manifest needs a 'split' column; run split_by_patient first")
+        if batch_size < 1:
+            raise ValueError(f"datamodule.batch_size must be >= 1, got {batch_size}")
+        self.frames = {name: internal[internal["split"] == name] for name in ("train", "val", "test")}
+        for name, frame in (external or {}).items():
+            if name in self.frames:
+                raise ValueError(f"external set name {name!r} clashes with an internal split")
+            self.frames[name] = frame
+        self.with_mask = task == "segmentation"
+        self.preprocessor = preprocessor
+        self.augmentation = augmentation or AugmentationPreset(name="none")
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.cache = cache
+        self.seed = seed
+        self._datasets: dict[str, Dataset] = {}
+
+    @property
+    def set_names(self) -> list[str]:
+        """Every set this module can serve: the three splits, then the external sets."""
+        return list(self.frames)
+
+    def records(self, name: str) -> list[dict]:
+        """Records (one dict per case) of set ``name``, in manifest order."""
+        frame = self.frames[name]
+        columns = [c for c in RECORD_COLUMNS if c in frame.columns]
+        if not self.with_mask:
+            columns = [c for c in columns if c != keys.MASK]
+        return frame[columns].to_dict("records")
+
+    def dataset(self, name: str, train: bool = False) -> Dataset:
+        """Prepared dataset for set ``name``; random augmentation only when ``train``."""
+        key = f"{name}:{train}"
+        if key not in self._datasets:
+            steps = [load_transform(self.with_mask), PrepareVolumed(self.preprocessor)]
+            augment = self.augmentation.build(self.with_mask, self.seed) if train else None
+            if augment is not None:
+                steps.append(augment)
+            transform = mt.Compose(steps)
+            if self.cache:
+                self._datasets[key] = CacheDataset(
+                    self.records(name), transform, num_workers=None, progress=False
+                )
+            else:
+                self._datasets[key] = Dataset(self.records(name), transform)
+        return self._datasets[key]
+
+    def setup(self, stage: str | None = None) -> None:
+        """Build (and cache) the datasets the stage needs."""
+        if stage in (None, "fit"):
+            self.dataset("train", train=True)
+            self.dataset("val")
+        if stage in (None, "test"):
+            self.dataset("test")
+
+    def loader(self, name: str, train: bool = False) -> DataLoader:
+        """DataLoader for set ``name``: shuffled by (seed, epoch) when ``train``, else in order."""
+        dataset = self.dataset(name, train=train)
+        sampler = None
+        distributed = self.trainer is not None and self.trainer.world_size > 1
+        if train and not distributed:
+            # One replica of DistributedSampler is a seeded per-epoch shuffle: Lightning calls
+            # set_epoch, so a resumed run sees the same order as an uninterrupted one.
+            sampler = DistributedSampler(dataset, num_replicas=1, rank=0, shuffle=True, seed=self.seed)
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            shuffle=train and distributed,
+            sampler=sampler,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            drop_last=False,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self.loader("train", train=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self.loader("val")
+
+    def test_dataloader(self) -> DataLoader:
+        return self.loader("test")

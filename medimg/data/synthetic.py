@@ -1,0 +1,619 @@
+"""Deterministic synthetic multi-site CT-like dataset written as real DICOM series and NIfTI masks."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import csv
+import datetime as _dt
+import logging
+import os
+import shutil
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian
+
+logger = logging.getLogger(__name__)
+
+DATASET_VERSION = "v1"
+MANIFEST_COLUMNS = (
+    "case_id",
+    "patient_id",
+    "study_uid",
+    "image",
+    "label",
+    "mask",
+    "site",
+    "sex",
+    "age",
+    "manufacturer",
+)
+FOLLOW_UP_FRACTION = 0.1
+LESION_PROBABILITY = 0.5
+
+# Phantom constants (true HU, LPS world millimetres).
+_AIR_HU = -1000.0
+_SOFT_TISSUE_HU = 40.0
+_FAT_HU = -100.0
+_LIVER_HU = 60.0
+_KIDNEY_HU = 30.0
+_BONE_HU = 400.0
+_BODY_SEMI_AXES = (85.0, 65.0)
+_BODY_JITTER = 0.08
+_FAT_THICKNESS = 8.0
+_LIVER_CENTRE = (-35.0, 0.0, 0.0)
+_LIVER_SEMI_AXES = (45.0, 40.0, 55.0)
+_KIDNEY_CENTRES = ((-45.0, 40.0, -20.0), (45.0, 40.0, -20.0))
+_KIDNEY_SEMI_AXES = (15.0, 11.0, 30.0)
+_SPINE_CENTRE = (0.0, 48.0)
+_SPINE_RADIUS = 10.0
+_MAX_SHIFT = 10.0
+_LESION_RADIUS = (8.0, 20.0)
+_LESION_CONTRAST = (50.0, 120.0)
+_LESION_EDGE = 0.5  # sigmoid scale (mm): the 10-90 % transition is ~2 mm wide
+_LESION_MARGIN = 2.0  # clearance (mm) between the lesion and the liver / inner-body edge
+_BASE_DATE = _dt.date(2019, 1, 1)
+
+
+@dataclass(frozen=True)
+class SiteSpec:
+    """Acquisition protocol of one synthetic scanner / site.
+
+    Attributes:
+        name: Short site name (``"A"``, ``"B"``); prefixes patient and case ids.
+        manufacturer: DICOM Manufacturer.
+        model_name: DICOM ManufacturerModelName.
+        rows: Image rows (y extent of each slice).
+        cols: Image columns (x extent of each slice).
+        n_slices: Number of slices (one DICOM file each).
+        pixel_spacing: In-plane pixel spacing in mm (isotropic).
+        slice_spacing: Distance between slice centres in mm (also SliceThickness).
+        noise_hu: Standard deviation of the additive gaussian noise in HU.
+        rescale_slope: DICOM RescaleSlope (HU = stored * slope + intercept).
+        rescale_intercept: DICOM RescaleIntercept.
+        hu_gain: Scanner calibration gain (stored HU = true HU * gain + offset).
+        hu_offset: Scanner calibration offset in HU.
+        descending: If True, slice positions decrease with file index.
+        orientation: ``"axial"`` (IOP ``[1,0,0,0,1,0]``) or ``"axial_flipped"``
+            (IOP ``[-1,0,0,0,-1,0]``).
+        lesion_contrast_scale: Multiplier applied to the lesion contrast.
+    """
+
+    name: str
+    manufacturer: str
+    model_name: str
+    rows: int
+    cols: int
+    n_slices: int
+    pixel_spacing: float
+    slice_spacing: float
+    noise_hu: float
+    rescale_slope: float
+    rescale_intercept: float
+    hu_gain: float
+    hu_offset: float
+    descending: bool
+    orientation: str
+    lesion_contrast_scale: float
+
+
+INTERNAL_SITE = SiteSpec(
+    name="A",
+    manufacturer="SynthScan Medical",
+    model_name="SS-64",
+    rows=64,
+    cols=64,
+    n_slices=40,
+    pixel_spacing=3.0,
+    slice_spacing=4.0,
+    noise_hu=15.0,
+    rescale_slope=1.0,
+    rescale_intercept=-1024.0,
+    hu_gain=1.0,
+    hu_offset=0.0,
+    descending=False,
+    orientation="axial",
+    lesion_contrast_scale=1.0,
+)
+
+EXTERNAL_SITE = SiteSpec(
+    name="B",
+    manufacturer="Acme Imaging",
+    model_name="AX-200",
+    rows=80,
+    cols=80,
+    n_slices=52,
+    pixel_spacing=2.5,
+    slice_spacing=3.0,
+    noise_hu=25.0,
+    rescale_slope=0.5,
+    rescale_intercept=-1024.0,
+    hu_gain=1.05,
+    hu_offset=20.0,
+    descending=True,
+    orientation="axial_flipped",
+    lesion_contrast_scale=0.85,
+)
+
+_SITES = (INTERNAL_SITE, EXTERNAL_SITE)
+_ORIENTATIONS = {
+    "axial": (np.array([1.0, 0.0, 0.0]), np.array([0.0, 1.0, 0.0])),
+    "axial_flipped": (np.array([-1.0, 0.0, 0.0]), np.array([0.0, -1.0, 0.0])),
+}
+_LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0])
+
+
+@dataclass(frozen=True)
+class _CaseTask:
+    """Everything a worker needs to generate one case (picklable)."""
+
+    seed: int
+    site_index: int
+    patient_index: int
+    study_index: int
+    patient_id: str
+    sex: str
+    age: int
+    body_scale: tuple[float, float]
+    study_date: str
+    out_dir: str
+
+
+@dataclass(frozen=True)
+class _Geometry:
+    """Exact geometry of a DICOM series (LPS mm)."""
+
+    row_dir: np.ndarray
+    col_dir: np.ndarray
+    normal: np.ndarray
+    positions: np.ndarray  # (n_slices, 3) ImagePositionPatient per file index
+    step: np.ndarray  # displacement between consecutive files
+
+
+@dataclass(frozen=True)
+class _Lesion:
+    """Ellipsoidal lesion in patient coordinates."""
+
+    centre: np.ndarray
+    semi_axes: np.ndarray
+    contrast: float
+
+
+def make_synthetic_ct(
+    root: str | Path,
+    seed: int = 0,
+    n_internal: int = 240,
+    n_external: int = 120,
+    workers: int = 2,
+) -> dict[str, Path]:
+    """Generate (or reuse) the synthetic two-site CT dataset.
+
+    The dataset lives in ``root / f"synthetic_ct-v1-seed{seed}-n{n_internal}-{n_external}"``.
+    If that folder already holds a ``COMPLETE`` marker it is returned unchanged; otherwise it
+    is generated in a temporary sibling folder and atomically renamed into place.
+
+    Args:
+        root: Parent folder for the dataset (created if missing).
+        seed: Master seed; the output is a deterministic function of the arguments except
+            ``workers``.
+        n_internal: Number of site-A (internal) patients; ~10 % get a follow-up study.
+        n_external: Number of site-B (external) patients, one study each.
+        workers: Worker processes; ``<= 1`` generates serially.
+
+    Returns:
+        ``{"internal": <site_A/manifest.csv>, "external": <site_B/manifest.csv>}``.
+
+    Raises:
+        ValueError: If ``seed``, ``n_internal`` or ``n_external`` is negative.
+    """
+    if min(seed, n_internal, n_external) < 0:
+        raise ValueError("seed, n_internal and n_external must be non-negative")
+    root = Path(root)
+    final = root / f"synthetic_ct-{DATASET_VERSION}-seed{seed}-n{n_internal}-{n_external}"
+    paths = _manifest_paths(final)
+    if (final / "COMPLETE").is_file():
+        logger.debug("Synthetic dataset cache hit: %s", final)
+        return paths
+
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=root))
+    tmp.chmod(0o755)  # mkdtemp creates 0o700; the published dataset should be readable
+    try:
+        start = time.perf_counter()
+        logger.info("Generating synthetic CT dataset into %s (workers=%d)", final, workers)
+        n_cases = _generate_dataset(tmp, seed, n_internal, n_external, workers)
+        (tmp / "COMPLETE").write_text(f"{n_cases} cases\n")
+        _publish(tmp, final)
+        logger.info(
+            "Synthetic CT dataset ready: %d cases in %.1f s (%s)",
+            n_cases,
+            time.perf_counter() - start,
+            final,
+        )
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return paths
+
+
+def _manifest_paths(final: Path) -> dict[str, Path]:
+    """Return the manifest paths of a dataset folder."""
+    return {
+        "internal": final / f"site_{INTERNAL_SITE.name}" / "manifest.csv",
+        "external": final / f"site_{EXTERNAL_SITE.name}" / "manifest.csv",
+    }
+
+
+def _publish(tmp: Path, final: Path) -> None:
+    """Atomically rename a finished temporary dataset folder to its final name."""
+    for _ in range(2):
+        try:
+            os.replace(tmp, final)
+            return
+        except OSError:
+            if (final / "COMPLETE").is_file():
+                logger.info("Another process finished %s first; using it", final)
+                return
+            if not final.exists():
+                raise
+            # A final-name folder without COMPLETE was not made by this module's atomic
+            # rename, so it is stale debris: remove it and retry once.
+            logger.warning("Removing incomplete dataset folder %s", final)
+            shutil.rmtree(final, ignore_errors=True)
+    raise OSError(f"could not publish synthetic dataset to {final}")
+
+
+def _generate_dataset(out: Path, seed: int, n_internal: int, n_external: int, workers: int) -> int:
+    """Generate both sites into ``out`` and write their manifests; return the case count."""
+    tasks = _plan_site(out, seed, 0, n_internal, follow_ups=True)
+    tasks += _plan_site(out, seed, 1, n_external, follow_ups=False)
+    for site in _SITES:
+        (out / f"site_{site.name}" / "images").mkdir(parents=True)
+        (out / f"site_{site.name}" / "masks").mkdir(parents=True)
+    rows = _run_tasks(tasks, workers)
+    for site_index, site in enumerate(_SITES):
+        site_rows = [
+            row for task, row in zip(tasks, rows, strict=True) if task.site_index == site_index
+        ]
+        _write_manifest(out / f"site_{site.name}" / "manifest.csv", site_rows)
+    return len(rows)
+
+
+def _run_tasks(tasks: list[_CaseTask], workers: int) -> list[dict[str, object]]:
+    """Generate all cases, serially or with a process pool, preserving task order."""
+    if workers <= 1 or len(tasks) <= 1:
+        return [_generate_case(task) for task in tasks]
+    # Platform-default start method (fork on Linux): unlike spawn it also works from
+    # unguarded scripts, stdin and notebooks; workers only use numpy/pydicom/nibabel.
+    with concurrent.futures.ProcessPoolExecutor(workers) as pool:
+        chunk = max(1, len(tasks) // (workers * 8))
+        return list(pool.map(_generate_case, tasks, chunksize=chunk))
+
+
+def _plan_site(
+    out: Path, seed: int, site_index: int, n_patients: int, follow_ups: bool
+) -> list[_CaseTask]:
+    """Draw patient-level attributes and list the studies of one site."""
+    site = _SITES[site_index]
+    n_follow = round(FOLLOW_UP_FRACTION * n_patients) if follow_ups else 0
+    site_rng = np.random.default_rng([seed, site_index])
+    with_follow_up = set(site_rng.permutation(n_patients)[:n_follow].tolist())
+    width = max(4, len(str(n_patients)))
+    tasks = []
+    for patient_index in range(n_patients):
+        rng = np.random.default_rng([seed, site_index, patient_index])
+        sex = "M" if rng.random() < 0.5 else "F"
+        age = int(rng.integers(25, 86))
+        jitter = rng.uniform(-_BODY_JITTER, _BODY_JITTER, 2)
+        body_scale = (1.0 + float(jitter[0]), 1.0 + float(jitter[1]))
+        base_day = int(rng.integers(0, 1500))
+        follow_gap = int(rng.integers(60, 300))
+        n_studies = 2 if patient_index in with_follow_up else 1
+        for study_index in range(n_studies):
+            day = base_day + study_index * follow_gap
+            tasks.append(
+                _CaseTask(
+                    seed=seed,
+                    site_index=site_index,
+                    patient_index=patient_index,
+                    study_index=study_index,
+                    patient_id=f"{site.name}{patient_index + 1:0{width}d}",
+                    sex=sex,
+                    age=age,
+                    body_scale=body_scale,
+                    study_date=(_BASE_DATE + _dt.timedelta(days=day)).strftime("%Y%m%d"),
+                    out_dir=str(out / f"site_{site.name}"),
+                )
+            )
+    return tasks
+
+
+def _write_manifest(path: Path, rows: list[dict[str, object]]) -> None:
+    """Write a manifest CSV with the fixed column order."""
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=MANIFEST_COLUMNS, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def _uid(task: _CaseTask, *parts: object) -> str:
+    """Deterministic ``2.25.<uuid>`` DICOM UID derived from the case identity and ``parts``.
+
+    ``pydicom.uid.generate_uid(prefix=None, entropy_srcs=...)`` ignores ``entropy_srcs`` and
+    returns a random UUID-based UID, so a name-based (SHA-1, version 5) UUID is used instead.
+    """
+    sources = [
+        "medimg.synthetic_ct",
+        DATASET_VERSION,
+        str(task.seed),
+        _SITES[task.site_index].name,
+        str(task.patient_index),
+        str(task.study_index),
+        *(str(p) for p in parts),
+    ]
+    return f"2.25.{uuid.uuid5(uuid.NAMESPACE_OID, '/'.join(sources)).int}"
+
+
+def _generate_case(task: _CaseTask) -> dict[str, object]:
+    """Generate, write and describe one case (runs in a worker process)."""
+    site = _SITES[task.site_index]
+    rng = np.random.default_rng([task.seed, task.site_index, task.patient_index, task.study_index])
+    has_lesion = bool(rng.random() < LESION_PROBABILITY)
+    shift = rng.uniform(-_MAX_SHIFT, _MAX_SHIFT, 3)
+    study_seconds = int(rng.integers(7 * 3600, 19 * 3600))
+    body_axes = np.array(_BODY_SEMI_AXES) * np.array(task.body_scale)
+    lesion = _draw_lesion(rng, body_axes, site.lesion_contrast_scale) if has_lesion else None
+
+    geometry = _series_geometry(site)
+    x, y, z = _world_grid(site, geometry)
+    hu, mask = _phantom(x - shift[0], y - shift[1], z - shift[2], body_axes, lesion)
+    hu += rng.standard_normal(hu.shape, dtype=np.float32) * np.float32(site.noise_hu)
+    stored = _to_stored(hu, site)
+
+    case_id = f"{task.patient_id}_s{task.study_index + 1}"
+    out = Path(task.out_dir)
+    study_uid = _uid(task, "study")
+    time_str = f"{study_seconds // 3600:02d}{study_seconds // 60 % 60:02d}{study_seconds % 60:02d}"
+    _write_series(out / "images" / case_id, task, site, geometry, stored, study_uid, time_str)
+    _write_mask(out / "masks" / f"{case_id}.nii.gz", mask, site, geometry)
+    return {
+        "case_id": case_id,
+        "patient_id": task.patient_id,
+        "study_uid": study_uid,
+        "image": f"images/{case_id}",
+        "label": int(has_lesion),
+        "mask": f"masks/{case_id}.nii.gz",
+        "site": site.name,
+        "sex": task.sex,
+        "age": task.age,
+        "manufacturer": site.manufacturer,
+    }
+
+
+def _draw_lesion(rng: np.random.Generator, body_axes: np.ndarray, contrast_scale: float) -> _Lesion:
+    """Draw a lesion lying fully inside the liver (and the inner body), by rejection."""
+    radius = rng.uniform(*_LESION_RADIUS)
+    semi_axes = radius * rng.uniform(0.9, 1.1, 3)
+    contrast = rng.uniform(*_LESION_CONTRAST) * contrast_scale
+    liver_c = np.array(_LIVER_CENTRE)
+    liver_ax = np.array(_LIVER_SEMI_AXES)
+    surface = _unit_sphere_points(200) * (semi_axes + _LESION_MARGIN)
+    inner = body_axes - _FAT_THICKNESS
+    for _ in range(1000):
+        # Uniform candidate in the liver bounding box shrunk by the lesion extent.
+        half = np.maximum(liver_ax - semi_axes, 0.0)
+        centre = liver_c + rng.uniform(-1.0, 1.0, 3) * half
+        pts = centre + surface
+        in_liver = np.sum(((pts - liver_c) / liver_ax) ** 2, axis=1) <= 1.0
+        in_body = np.sum((pts[:, :2] / inner) ** 2, axis=1) <= 1.0
+        if in_liver.all() and in_body.all():
+            return _Lesion(centre=centre, semi_axes=semi_axes, contrast=float(contrast))
+    raise RuntimeError("could not place a lesion inside the liver")  # pragma: no cover
+
+
+def _unit_sphere_points(n: int) -> np.ndarray:
+    """Roughly uniform points on the unit sphere (Fibonacci lattice), shape (n, 3)."""
+    i = np.arange(n) + 0.5
+    polar = np.arccos(1.0 - 2.0 * i / n)
+    azimuth = np.pi * (1.0 + 5**0.5) * i
+    return np.stack(
+        [np.cos(azimuth) * np.sin(polar), np.sin(azimuth) * np.sin(polar), np.cos(polar)], axis=1
+    )
+
+
+def _series_geometry(site: SiteSpec) -> _Geometry:
+    """Exact slice positions of a site's series, centred on the world origin."""
+    row_dir, col_dir = _ORIENTATIONS[site.orientation]
+    normal = np.cross(row_dir, col_dir)
+    half_extent = np.array(
+        [(site.cols - 1) / 2 * site.pixel_spacing, (site.rows - 1) / 2 * site.pixel_spacing]
+    )
+    offsets = (np.arange(site.n_slices) - (site.n_slices - 1) / 2) * site.slice_spacing
+    if site.descending:
+        offsets = offsets[::-1]
+    corner = -half_extent[0] * row_dir - half_extent[1] * col_dir
+    positions = corner[None, :] + offsets[:, None] * normal[None, :]
+    positions = positions + 0.0  # normalise -0.0
+    step = positions[1] - positions[0] if site.n_slices > 1 else site.slice_spacing * normal
+    return _Geometry(row_dir, col_dir, normal, positions, step)
+
+
+def _world_grid(site: SiteSpec, geometry: _Geometry) -> tuple[np.ndarray, ...]:
+    """LPS world coordinates of every voxel centre, each shaped (n_slices, rows, cols)."""
+    k = np.arange(site.n_slices, dtype=np.float64)[:, None, None]
+    r = np.arange(site.rows, dtype=np.float64)[None, :, None] * site.pixel_spacing
+    c = np.arange(site.cols, dtype=np.float64)[None, None, :] * site.pixel_spacing
+    origin = geometry.positions[0]
+    return tuple(
+        origin[a] + k * geometry.step[a] + r * geometry.col_dir[a] + c * geometry.row_dir[a]
+        for a in range(3)
+    )
+
+
+def _ellipsoid(x: np.ndarray, y: np.ndarray, z: np.ndarray, centre, axes) -> np.ndarray:
+    """Normalised squared radius of an axis-aligned ellipsoid (<= 1 inside)."""
+    return (
+        ((x - centre[0]) / axes[0]) ** 2
+        + ((y - centre[1]) / axes[1]) ** 2
+        + ((z - centre[2]) / axes[2]) ** 2
+    )
+
+
+def _phantom(
+    x: np.ndarray,
+    y: np.ndarray,
+    z: np.ndarray,
+    body_axes: np.ndarray,
+    lesion: _Lesion | None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Evaluate the phantom (true HU, float32) and lesion mask (uint8) at patient coordinates."""
+    x, y, z = np.broadcast_arrays(x, y, z)
+    body = (x / body_axes[0]) ** 2 + (y / body_axes[1]) ** 2 <= 1.0
+    inner_axes = body_axes - _FAT_THICKNESS
+    inner = (x / inner_axes[0]) ** 2 + (y / inner_axes[1]) ** 2 <= 1.0
+    hu = np.full(x.shape, _AIR_HU, dtype=np.float32)
+    hu[body] = _FAT_HU
+    hu[inner] = _SOFT_TISSUE_HU
+    for centre in _KIDNEY_CENTRES:
+        hu[inner & (_ellipsoid(x, y, z, centre, _KIDNEY_SEMI_AXES) <= 1.0)] = _KIDNEY_HU
+    spine = (x - _SPINE_CENTRE[0]) ** 2 + (y - _SPINE_CENTRE[1]) ** 2 <= _SPINE_RADIUS**2
+    hu[inner & spine] = _BONE_HU
+    hu[inner & (_ellipsoid(x, y, z, _LIVER_CENTRE, _LIVER_SEMI_AXES) <= 1.0)] = _LIVER_HU
+    mask = np.zeros(x.shape, dtype=np.uint8)
+    if lesion is not None:
+        rho = np.sqrt(_ellipsoid(x, y, z, lesion.centre, lesion.semi_axes))
+        signed_distance = (rho - 1.0) * float(np.mean(lesion.semi_axes))
+        weight = 0.5 * (1.0 - np.tanh(signed_distance / (2.0 * _LESION_EDGE)))  # sigmoid(-d/w)
+        hu += (lesion.contrast * weight).astype(np.float32)
+        mask[signed_distance <= 0.0] = 1
+    return hu, mask
+
+
+def _to_stored(hu: np.ndarray, site: SiteSpec) -> np.ndarray:
+    """Apply scanner calibration and DICOM rescale; return uint16 stored values."""
+    calibrated = hu * site.hu_gain + site.hu_offset
+    stored = np.rint((calibrated - site.rescale_intercept) / site.rescale_slope)
+    return np.clip(stored, 0, np.iinfo(np.uint16).max).astype(np.uint16)
+
+
+def _ds(value: float) -> str:
+    """Format a number as a DICOM DS string (at most 16 characters)."""
+    value = float(value) + 0.0
+    return f"{0.0 if value == 0 else value:.6g}"
+
+
+def _write_series(
+    folder: Path,
+    task: _CaseTask,
+    site: SiteSpec,
+    geometry: _Geometry,
+    stored: np.ndarray,
+    study_uid: str,
+    study_time: str,
+) -> None:
+    """Write one DICOM file per slice (file index order = array slice order)."""
+    folder.mkdir(parents=True)
+    ds = _base_dataset(task, site, geometry, study_uid, study_time)
+    width = max(4, len(str(site.n_slices - 1)))
+    for k in range(site.n_slices):
+        sop_uid = _uid(task, "sop", k)
+        position = geometry.positions[k]
+        ds.file_meta.MediaStorageSOPInstanceUID = sop_uid
+        ds.SOPInstanceUID = sop_uid
+        ds.InstanceNumber = k + 1
+        ds.ImagePositionPatient = [_ds(v) for v in position]
+        ds.SliceLocation = _ds(float(position @ geometry.normal))
+        ds.PixelData = np.ascontiguousarray(stored[k], dtype="<u2").tobytes()
+        ds.save_as(folder / f"{k:0{width}d}.dcm", enforce_file_format=True)
+
+
+def _base_dataset(
+    task: _CaseTask, site: SiteSpec, geometry: _Geometry, study_uid: str, study_time: str
+) -> Dataset:
+    """Build the per-series DICOM dataset; per-slice attributes are filled in later."""
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = CTImageStorage
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID = CTImageStorage
+    ds.StudyInstanceUID = study_uid
+    ds.SeriesInstanceUID = _uid(task, "series", 1)
+    ds.FrameOfReferenceUID = _uid(task, "frame_of_reference")
+    ds.Modality = "CT"
+    ds.Manufacturer = site.manufacturer
+    ds.ManufacturerModelName = site.model_name
+    ds.PatientName = f"SYNTH^{task.patient_id}"
+    ds.PatientID = task.patient_id
+    ds.PatientSex = task.sex
+    ds.PatientAge = f"{task.age:03d}Y"
+    ds.PatientBirthDate = ""
+    ds.StudyDate = task.study_date
+    ds.SeriesDate = task.study_date
+    ds.StudyTime = study_time
+    ds.StudyID = f"{task.study_index + 1}"
+    ds.AccessionNumber = ""
+    ds.ReferringPhysicianName = ""
+    ds.SeriesNumber = 1
+    ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
+    ds.BodyPartExamined = "ABDOMEN"
+    ds.ImageOrientationPatient = [_ds(v) for v in (*geometry.row_dir, *geometry.col_dir)]
+    ds.PixelSpacing = [_ds(site.pixel_spacing), _ds(site.pixel_spacing)]
+    ds.SliceThickness = _ds(site.slice_spacing)
+    ds.Rows = site.rows
+    ds.Columns = site.cols
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.BitsAllocated = 16
+    ds.BitsStored = 16
+    ds.HighBit = 15
+    ds.PixelRepresentation = 0
+    ds.RescaleSlope = _ds(site.rescale_slope)
+    ds.RescaleIntercept = _ds(site.rescale_intercept)
+    ds.RescaleType = "HU"
+    ds.WindowCenter = "40"
+    ds.WindowWidth = "400"
+    return ds
+
+
+def mask_affine(site: SiteSpec) -> np.ndarray:
+    """Voxel-to-RAS affine of a site's mask NIfTI.
+
+    The NIfTI array index ``(i, j, k)`` is (DICOM column, DICOM row, file index).
+
+    Args:
+        site: The acquisition protocol.
+
+    Returns:
+        A 4x4 float64 affine mapping voxel indices to RAS millimetres.
+    """
+    return _affine_from_geometry(site, _series_geometry(site))
+
+
+def _affine_from_geometry(site: SiteSpec, geometry: _Geometry) -> np.ndarray:
+    """Voxel-to-RAS affine for index order (column, row, file index)."""
+    lps = np.eye(4)
+    lps[:3, 0] = geometry.row_dir * site.pixel_spacing
+    lps[:3, 1] = geometry.col_dir * site.pixel_spacing
+    lps[:3, 2] = geometry.step
+    lps[:3, 3] = geometry.positions[0]
+    ras = lps.copy()
+    ras[:3, :] = _LPS_TO_RAS @ lps[:3, :]
+    return ras + 0.0
+
+
+def _write_mask(path: Path, mask: np.ndarray, site: SiteSpec, geometry: _Geometry) -> None:
+    """Write the lesion mask as a gzipped uint8 NIfTI in the DICOM series geometry."""
+    affine = _affine_from_geometry(site, geometry)
+    data = np.ascontiguousarray(mask.transpose(2, 1, 0), dtype=np.uint8)  # (col, row, file)
+    image = nib.Nifti1Image(data, affine)
+    image.set_qform(affine, code=1)
+    image.set_sform(affine, code=1)
+    image.header.set_data_dtype(np.uint8)
+    nib.save(image, str(path))

@@ -1,0 +1,1 @@
+"""Metrics and per-case predictions for evaluated sets."""

@@ -1,0 +1,1 @@
+"""Exported diagnostic models: TorchScript packaging, model cards and parity checks."""

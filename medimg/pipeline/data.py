@@ -1,0 +1,79 @@
+"""From a config's data source to a split, preflight-checked datamodule."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pandas as pd
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+
+from medimg.data import keys
+from medimg.data.datamodule import ManifestDataModule
+from medimg.data.manifest import load_manifest
+from medimg.data.splits import split_by_patient
+from medimg.pipeline.build import build_augmentation, build_preprocessor, task_kind
+
+log = logging.getLogger(__name__)
+
+
+def resolve_sources(cfg: DictConfig) -> tuple[Path, dict[str, Path]]:
+    """Internal manifest path and external manifest paths by name, from ``cfg.data.source``."""
+    sources = instantiate(cfg.data.source)
+    external = sources.get("external") or {}
+    if isinstance(external, (str, Path)):
+        external = {"external": external}
+    return Path(sources["internal"]), {str(k): Path(v) for k, v in external.items()}
+
+
+def build_datamodule(cfg: DictConfig) -> tuple[ManifestDataModule, pd.DataFrame]:
+    """Read and preflight every manifest, split the internal one by patient, build the module.
+
+    Returns:
+        The datamodule and the internal manifest with its ``split`` column.
+    """
+    kind = task_kind(cfg)
+    internal_path, external_paths = resolve_sources(cfg)
+    internal = load_manifest(internal_path, kind)
+    external = {name: load_manifest(path, kind) for name, path in external_paths.items()}
+    split = split_by_patient(
+        internal,
+        val_fraction=cfg.data.val_fraction,
+        test_fraction=cfg.data.test_fraction,
+        seed=cfg.seed,
+        stratify=keys.LABEL if kind == "classification" else None,
+    )
+    counts = split["split"].value_counts().to_dict()
+    log.info("split by patient (seed %d): %s; external sets: %s", cfg.seed, counts,
+             {k: len(v) for k, v in external.items()})
+    datamodule = ManifestDataModule(
+        split,
+        external,
+        task=kind,
+        preprocessor=build_preprocessor(cfg),
+        augmentation=build_augmentation(cfg),
+        batch_size=cfg.data.batch_size,
+        num_workers=cfg.data.num_workers,
+        cache=cfg.data.cache,
+        seed=cfg.seed,
+    )
+    return datamodule, split
+
+
+AGE_BANDS = [0, 40, 60, 200]
+AGE_LABELS = ["<40", "40-59", ">=60"]
+
+
+def data_summary(frame: pd.DataFrame) -> dict:
+    """Counts per split, site, sex and age band (no identifiers), for the model card."""
+    summary: dict = {"cases": int(len(frame)), "patients": int(frame[keys.PATIENT_ID].nunique())}
+    if keys.LABEL in frame:
+        summary["positives"] = int((frame[keys.LABEL] > 0).sum())
+    for column in ("site", "sex", "manufacturer"):
+        if column in frame:
+            summary[column] = {str(k): int(v) for k, v in frame[column].value_counts().items()}
+    if "age" in frame:
+        bands = pd.cut(frame["age"], AGE_BANDS, right=False, labels=AGE_LABELS)
+        summary["age_band"] = {str(k): int(v) for k, v in bands.value_counts().sort_index().items()}
+    return summary

@@ -1,0 +1,62 @@
+"""Hydra entry points behind scripts/train.py, scripts/evaluate.py and the console commands."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+from medimg.data.errors import DataError
+from medimg.pipeline.schema import register_schemas
+
+CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "configs")
+log = logging.getLogger("medimg")
+
+register_schemas()
+
+
+def _quiet_environment() -> None:
+    """Keep third-party libraries from prompting or phoning home."""
+    os.environ.setdefault("WANDB_SILENT", "true")
+    os.environ.setdefault("WANDB_DISABLE_CODE", "true")
+    os.environ.setdefault("WANDB_DISABLE_GIT", "true")
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
+def _train(cfg: DictConfig) -> None:
+    from medimg.pipeline.train import train
+
+    try:
+        run_dir = train(cfg)
+    except DataError as err:
+        log.error("%s", err)
+        sys.exit(2)
+    print(run_dir, flush=True)
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="evaluate")
+def _evaluate(cfg: DictConfig) -> None:
+    from medimg.pipeline.evaluate import evaluate
+
+    try:
+        out_dir = evaluate(cfg)
+    except DataError as err:
+        log.error("%s", err)
+        sys.exit(2)
+    print(out_dir, flush=True)
+
+
+def train_main() -> None:
+    """``medimg-train``: scripts/train.py as a console command."""
+    _quiet_environment()
+    _train()
+
+
+def evaluate_main() -> None:
+    """``medimg-evaluate``: scripts/evaluate.py as a console command."""
+    _quiet_environment()
+    _evaluate()

@@ -1,0 +1,113 @@
+"""Typed schemas for the Hydra configs, so a wrong key or type fails before any work starts."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+
+@dataclass
+class DataSchema:
+    source: Any = MISSING
+    batch_size: int = 8
+    num_workers: int = 0
+    cache: bool = True
+    val_fraction: float = 0.15
+    test_fraction: float = 0.2
+
+
+@dataclass
+class PreprocessSchema:
+    spacing: list[float] = field(default_factory=lambda: [4.0, 4.0, 4.0])
+    size: list[int] = field(default_factory=lambda: [48, 48, 48])
+    window: Any = None
+    fill_value: float = -1024.0
+
+
+@dataclass
+class AugmentationSchema:
+    name: str = "light"
+    flip_prob: float = 0.5
+    noise_std: float = 0.02
+    intensity_prob: float = 0.3
+
+
+@dataclass
+class TaskSchema:
+    _target_: str = MISSING
+    num_classes: int = 1
+    label_names: list[str] = field(default_factory=list)
+    monitor: str = "val/loss"
+
+
+@dataclass
+class TrainerSchema:
+    accelerator: str = "auto"
+    devices: Any = 1
+    strategy: str = "auto"
+    precision: str = "32-true"
+    max_epochs: int = 10
+    deterministic: bool = False
+    log_every_n_steps: int = 5
+    num_sanity_val_steps: int = 0
+    fast_dev_run: Any = False
+    limit_train_batches: float = 1.0
+    limit_val_batches: float = 1.0
+    gradient_clip_val: float | None = None
+    accumulate_grad_batches: int = 1
+    check_val_every_n_epoch: int = 1
+    enable_progress_bar: bool = True
+
+
+@dataclass
+class ExportSchema:
+    enabled: bool = True
+    parity_atol: float = 1e-4
+
+
+@dataclass
+class PathsSchema:
+    root_dir: str = MISSING
+    data_dir: str = MISSING
+    runs_dir: str = MISSING
+    output_dir: str = MISSING
+
+
+@dataclass
+class TrainSchema:
+    data: DataSchema = field(default_factory=DataSchema)
+    preprocess: PreprocessSchema = field(default_factory=PreprocessSchema)
+    augmentation: AugmentationSchema = field(default_factory=AugmentationSchema)
+    net: Any = MISSING
+    task: TaskSchema = field(default_factory=TaskSchema)
+    optimizer: Any = MISSING
+    scheduler: Any = None
+    trainer: TrainerSchema = field(default_factory=TrainerSchema)
+    callbacks: Any = None
+    logger: Any = None
+    paths: PathsSchema = field(default_factory=PathsSchema)
+    export: ExportSchema = field(default_factory=ExportSchema)
+    experiment_name: str = "cls3d"
+    seed: int = 42
+    ckpt_path: str | None = None
+
+
+@dataclass
+class EvaluateSchema:
+    run_dir: str | None = None
+    model: str | None = None
+    manifest: str = MISSING
+    name: str | None = None
+    checkpoint: str = "best"
+    batch_size: int = 8
+    output_dir: str | None = None
+
+
+def register_schemas() -> None:
+    """Make ``train_schema`` and ``evaluate_schema`` available to the configs' defaults lists."""
+    store = ConfigStore.instance()
+    store.store(name="train_schema", node=TrainSchema)
+    store.store(name="evaluate_schema", node=EvaluateSchema)

@@ -1,0 +1,130 @@
+"""The training stage: fit, keep best and last, evaluate test and external sets, export."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import lightning as L
+import torch
+from hydra.utils import instantiate
+from lightning.pytorch.callbacks import ModelCheckpoint
+from omegaconf import DictConfig, OmegaConf
+
+from medimg.data.datamodule import ManifestDataModule
+from medimg.files import write_atomic, write_json
+from medimg.pipeline import provenance
+from medimg.pipeline.build import build_task, load_task, task_kind
+from medimg.pipeline.data import build_datamodule, data_summary
+from medimg.pipeline.evaluate import evaluate_loader
+from medimg.pipeline.export import export_run
+from medimg.tasks.base import BaseTask
+from medimg.tracking import finish_loggers
+
+log = logging.getLogger(__name__)
+# Keys left out of what trackers receive: local paths and data locations.
+PRIVATE_KEYS = ("paths", "data.source", "ckpt_path")
+
+
+def _instantiate_all(node: DictConfig | None) -> list:
+    if not node:
+        return []
+    return [instantiate(child) for child in node.values() if child is not None and "_target_" in child]
+
+
+def _tracked_config(cfg: DictConfig) -> dict:
+    """The resolved config without local paths, for experiment trackers."""
+    container = OmegaConf.to_container(cfg, resolve=True)
+    for dotted in PRIVATE_KEYS:
+        *parents, leaf = dotted.split(".")
+        node = container
+        for part in parents:
+            node = node.get(part, {})
+        node.pop(leaf, None)
+    return container
+
+
+def write_run_header(cfg: DictConfig, run_dir: Path) -> None:
+    """Resolved config and provenance, written before anything else happens."""
+    yaml_text = OmegaConf.to_yaml(cfg, resolve=True)
+    write_atomic(run_dir / "config.yaml", lambda tmp: tmp.write_text(yaml_text))
+    write_json(
+        run_dir / "run_info.json",
+        {
+            "experiment": cfg.experiment_name,
+            "seed": cfg.seed,
+            "resumed_from": cfg.ckpt_path,
+            "code_version": provenance.code_version(),
+            "software": provenance.software_versions(),
+            "config_sha256": provenance.config_hash(cfg),
+        },
+    )
+
+
+def _best_task(cfg: DictConfig, trainer: L.Trainer, task: BaseTask) -> tuple[BaseTask, str | None]:
+    """The best checkpoint's task (reloaded with weights_only), or the in-memory one."""
+    checkpoint = next((c for c in trainer.callbacks if isinstance(c, ModelCheckpoint)), None)
+    best = checkpoint.best_model_path if checkpoint is not None else ""
+    if not best:
+        log.warning("no best checkpoint was saved (e.g. fast_dev_run); evaluating the final weights")
+        return task, None
+    return load_task(cfg, best), best
+
+
+def evaluate_sets(
+    cfg: DictConfig, trainer: L.Trainer, task: BaseTask, datamodule: ManifestDataModule, run_dir: Path
+) -> tuple[dict, dict]:
+    """Predict every held-out set, write per-case CSVs; returns metrics and raw outputs by set."""
+    names = ["test"] + [n for n in datamodule.set_names if n not in ("train", "val", "test")]
+    metrics, outputs = {}, {}
+    for name in names:
+        metrics[name], outputs[name] = evaluate_loader(
+            trainer, task, datamodule.loader(name), task_kind(cfg), run_dir / "predictions" / f"{name}.csv"
+        )
+        log.info("%s: %s", name, {k: round(v, 4) if isinstance(v, float) else v for k, v in metrics[name].items()})
+    return metrics, outputs
+
+
+def train(cfg: DictConfig) -> Path:
+    """Run the whole training stage for a composed config; returns the run directory."""
+    run_dir = Path(cfg.paths.output_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_run_header(cfg, run_dir)
+    L.seed_everything(cfg.seed, workers=True)
+
+    datamodule, split = build_datamodule(cfg)
+    write_atomic(
+        run_dir / "splits.csv",
+        lambda tmp: split[["case_id", "patient_id", "split"]].to_csv(tmp, index=False),
+    )
+    task = build_task(cfg)
+    loggers = _instantiate_all(cfg.logger)
+    for logger in loggers:
+        logger.log_hyperparams(_tracked_config(cfg))
+    trainer = L.Trainer(
+        **OmegaConf.to_container(cfg.trainer),
+        logger=loggers or False,
+        callbacks=_instantiate_all(cfg.callbacks),
+        default_root_dir=str(run_dir),
+    )
+    try:
+        trainer.fit(task, datamodule=datamodule, ckpt_path=cfg.ckpt_path, weights_only=True)
+        if not trainer.is_global_zero:
+            return run_dir
+        best_task, best_path = _best_task(cfg, trainer, task)
+        metrics, outputs = evaluate_sets(cfg, trainer, best_task, datamodule, run_dir)
+        results = {"best_checkpoint": Path(best_path).name if best_path else None, **metrics}
+        write_json(run_dir / "metrics.json", results)
+        for logger in loggers:
+            logger.log_metrics(
+                {f"{name}/{k}": v for name, m in metrics.items() for k, v in m.items()
+                 if isinstance(v, (int, float))}
+            )
+        if cfg.export.enabled:
+            card_data = {"training_data": data_summary(split[split["split"] == "train"]),
+                         "internal_test_data": data_summary(split[split["split"] == "test"])}
+            export_run(cfg, best_task, datamodule, outputs["test"], metrics, card_data, run_dir)
+    finally:
+        finish_loggers(loggers)
+    torch.set_grad_enabled(True)
+    return run_dir

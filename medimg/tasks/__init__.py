@@ -1,0 +1,6 @@
+"""LightningModules, one per kind of study; the network is built elsewhere and injected."""
+
+from medimg.tasks.classification import ClassificationTask
+from medimg.tasks.segmentation import SegmentationTask
+
+__all__ = ["ClassificationTask", "SegmentationTask"]
