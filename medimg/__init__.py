@@ -1,2 +1,3 @@
 """medimg: config-driven deep learning on medical images."""
+
 __version__ = "0.1.0"

@@ -18,7 +18,9 @@ def main(argv: list[str] | None = None) -> int:
     synth.add_argument("--seed", type=int, default=0)
     check = sub.add_parser("check", help="preflight-check a manifest without training")
     check.add_argument("manifest")
-    check.add_argument("--task", default="classification", choices=["classification", "segmentation"])
+    check.add_argument(
+        "--task", default="classification", choices=["classification", "segmentation"]
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     try:

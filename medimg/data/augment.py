@@ -36,7 +36,9 @@ class AugmentationPreset:
         if self.name == "none":
             return None
         spatial_keys = [keys.IMAGE, keys.MASK] if with_mask else [keys.IMAGE]
-        steps = [mt.RandFlipd(spatial_keys, prob=self.flip_prob, spatial_axis=axis) for axis in (0, 1)]
+        steps = [
+            mt.RandFlipd(spatial_keys, prob=self.flip_prob, spatial_axis=axis) for axis in (0, 1)
+        ]
         steps += [
             mt.RandGaussianNoised(keys.IMAGE, prob=self.intensity_prob, std=self.noise_std),
             mt.RandScaleIntensityd(keys.IMAGE, factors=0.1, prob=self.intensity_prob),

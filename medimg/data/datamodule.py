@@ -10,7 +10,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from medimg.data import keys
 from medimg.data.augment import AugmentationPreset
-from medimg.data.loading import PrepareVolumed, load_transform
+from medimg.data.loading import PrepareVolumed, load_steps
 from medimg.data.preprocess import VolumePreprocessor
 
 RECORD_COLUMNS = (keys.CASE_ID, keys.IMAGE, keys.LABEL, keys.MASK)
@@ -48,7 +48,9 @@ class ManifestDataModule(L.LightningDataModule):
             raise ValueError("internal manifest needs a 'split' column; run split_by_patient first")
         if batch_size < 1:
             raise ValueError(f"datamodule.batch_size must be >= 1, got {batch_size}")
-        self.frames = {name: internal[internal["split"] == name] for name in ("train", "val", "test")}
+        self.frames = {
+            name: internal[internal["split"] == name] for name in ("train", "val", "test")
+        }
         for name, frame in (external or {}).items():
             if name in self.frames:
                 raise ValueError(f"external set name {name!r} clashes with an internal split")
@@ -79,7 +81,7 @@ class ManifestDataModule(L.LightningDataModule):
         """Prepared dataset for set ``name``; random augmentation only when ``train``."""
         key = f"{name}:{train}"
         if key not in self._datasets:
-            steps = [load_transform(self.with_mask), PrepareVolumed(self.preprocessor)]
+            steps = [*load_steps(self.with_mask), PrepareVolumed(self.preprocessor)]
             augment = self.augmentation.build(self.with_mask, self.seed) if train else None
             if augment is not None:
                 steps.append(augment)
@@ -108,7 +110,9 @@ class ManifestDataModule(L.LightningDataModule):
         if train and not distributed:
             # One replica of DistributedSampler is a seeded per-epoch shuffle: Lightning calls
             # set_epoch, so a resumed run sees the same order as an uninterrupted one.
-            sampler = DistributedSampler(dataset, num_replicas=1, rank=0, shuffle=True, seed=self.seed)
+            sampler = DistributedSampler(
+                dataset, num_replicas=1, rank=0, shuffle=True, seed=self.seed
+            )
         return DataLoader(
             dataset,
             batch_size=self.batch_size,

@@ -14,15 +14,19 @@ from medimg.data.errors import DataError
 from medimg.data.preprocess import VolumePreprocessor
 
 
-def load_transform(with_mask: bool) -> mt.Compose:
-    """MONAI transform that reads ``image`` (DICOM folder or NIfTI) and, optionally, ``mask``."""
+def load_steps(with_mask: bool) -> list[mt.Transform]:
+    """MONAI transforms that read ``image`` (DICOM folder or NIfTI) and, optionally, ``mask``.
+
+    A flat list, not a ``Compose``: ``CacheDataset`` caches up to the first randomizable
+    transform, and a nested ``Compose`` counts as one.
+    """
     read_keys = [keys.IMAGE, keys.MASK] if with_mask else [keys.IMAGE]
-    return mt.Compose(
-        [
-            mt.LoadImaged(read_keys, image_only=True),
-            mt.EnsureChannelFirstd(read_keys),
-        ]
-    )
+    return [mt.LoadImaged(read_keys, image_only=True), mt.EnsureChannelFirstd(read_keys)]
+
+
+def load_transform(with_mask: bool) -> mt.Compose:
+    """The reading steps as one callable transform."""
+    return mt.Compose(load_steps(with_mask))
 
 
 def raw_volume(image: MetaTensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -49,7 +53,9 @@ class PrepareVolumed(mt.MapTransform):
             if keys.MASK in record and isinstance(record[keys.MASK], MetaTensor):
                 mask = record[keys.MASK]
                 _check_same_grid(image, mask, record.get(keys.CASE_ID))
-                record[keys.MASK] = self.preprocessor.resample_mask(mask.as_tensor().float(), mask.affine)
+                record[keys.MASK] = self.preprocessor.resample_mask(
+                    mask.as_tensor().float(), mask.affine
+                )
         if keys.LABEL in record:
             record[keys.LABEL] = torch.tensor(float(record[keys.LABEL]))
         return record

@@ -45,8 +45,7 @@ def read_manifest(path: str | Path, columns: Sequence[str]) -> pd.DataFrame:
     missing = [c for c in columns if c not in frame.columns]
     if missing:
         raise DataError(
-            f"{path}: manifest is missing required column(s) {missing}; "
-            f"found {list(frame.columns)}"
+            f"{path}: manifest is missing required column(s) {missing}; found {list(frame.columns)}"
         )
     dupes = frame[keys.CASE_ID][frame[keys.CASE_ID].duplicated()].tolist()
     if dupes:
@@ -111,7 +110,9 @@ def preflight(frame: pd.DataFrame, manifest_path: str | Path, task: str) -> None
         if task == "classification":
             label = record[keys.LABEL]
             if pd.isna(label) or float(label) != int(float(label)) or int(float(label)) < 0:
-                problems.append(f"{prefix}: column 'label': expected an integer class >= 0, got {label!r}")
+                problems.append(
+                    f"{prefix}: column 'label': expected an integer class >= 0, got {label!r}"
+                )
     if problems:
         shown = "\n  ".join(problems[:50])
         more = f"\n  … and {len(problems) - 50} more" if len(problems) > 50 else ""
@@ -127,4 +128,7 @@ def load_manifest(path: str | Path, task: str) -> pd.DataFrame:
 
 def manifest_paths(internal: str, external: dict[str, str] | None = None) -> dict[str, object]:
     """Data source for user manifests: the internal manifest and named external ones."""
-    return {"internal": Path(internal), "external": {k: Path(v) for k, v in (external or {}).items()}}
+    return {
+        "internal": Path(internal),
+        "external": {k: Path(v) for k, v in (external or {}).items()},
+    }

@@ -7,7 +7,6 @@ Orientation→Spacing→ResizeWithPadOrCrop chain centres its output grid differ
 cannot run inside a torch-only artefact.
 """
 
-
 from dataclasses import dataclass
 
 import torch
@@ -38,7 +37,9 @@ class PreprocessConfig:
         if len(self.size) != 3 or any(int(n) < 1 for n in self.size):
             raise ValueError(f"preprocess.size must be 3 positive integers, got {self.size}")
         if self.window is not None and (len(self.window) != 2 or self.window[0] >= self.window[1]):
-            raise ValueError(f"preprocess.window must be (low, high) with low < high, got {self.window}")
+            raise ValueError(
+                f"preprocess.window must be (low, high) with low < high, got {self.window}"
+            )
 
 
 def invert_affine(affine: Tensor) -> Tensor:
@@ -113,7 +114,9 @@ class VolumePreprocessor(torch.nn.Module):
         # grid_sample wants (x, y, z) = (last, middle, first) input dimension.
         return norm.flip(-1).unsqueeze(0).to(torch.float32)
 
-    def resample(self, volume: Tensor, affine: Tensor, mode: str = "bilinear", fill: float = 0.0) -> Tensor:
+    def resample(
+        self, volume: Tensor, affine: Tensor, mode: str = "bilinear", fill: float = 0.0
+    ) -> Tensor:
         """Resample ``volume`` (C, X, Y, Z) onto the output grid; outside the input is ``fill``."""
         shape = [int(volume.shape[1]), int(volume.shape[2]), int(volume.shape[3])]
         grid = self._sampling_grid(affine, shape).to(volume.device)

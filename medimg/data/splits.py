@@ -34,7 +34,9 @@ def split_by_patient(
     strata = None
     if stratify and stratify in frame.columns:
         strata = patients[stratify].max().reindex(table[keys.PATIENT_ID]).to_numpy()
-    rest, test = train_test_split(table, test_size=test_fraction, random_state=seed, stratify=strata)
+    rest, test = train_test_split(
+        table, test_size=test_fraction, random_state=seed, stratify=strata
+    )
     rest_strata = None if strata is None else strata[rest.index]
     train, val = train_test_split(
         rest,

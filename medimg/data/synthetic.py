@@ -21,7 +21,7 @@ from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian
 
 logger = logging.getLogger(__name__)
 
-DATASET_VERSION = "v1"
+DATASET_VERSION = "v2"
 MANIFEST_COLUMNS = (
     "case_id",
     "patient_id",
@@ -54,8 +54,8 @@ _KIDNEY_SEMI_AXES = (15.0, 11.0, 30.0)
 _SPINE_CENTRE = (0.0, 48.0)
 _SPINE_RADIUS = 10.0
 _MAX_SHIFT = 10.0
-_LESION_RADIUS = (8.0, 20.0)
-_LESION_CONTRAST = (50.0, 120.0)
+_LESION_RADIUS = (10.0, 22.0)
+_LESION_CONTRAST = (70.0, 150.0)
 _LESION_EDGE = 0.5  # sigmoid scale (mm): the 10-90 % transition is ~2 mm wide
 _LESION_MARGIN = 2.0  # clearance (mm) between the lesion and the liver / inner-body edge
 _BASE_DATE = _dt.date(2019, 1, 1)
@@ -194,7 +194,7 @@ def make_synthetic_ct(
 ) -> dict[str, Path]:
     """Generate (or reuse) the synthetic two-site CT dataset.
 
-    The dataset lives in ``root / f"synthetic_ct-v1-seed{seed}-n{n_internal}-{n_external}"``.
+    The dataset lives in ``root / f"synthetic_ct-{DATASET_VERSION}-seed{seed}-n{n_internal}-{n_external}"``.
     If that folder already holds a ``COMPLETE`` marker it is returned unchanged; otherwise it
     is generated in a temporary sibling folder and atomically renamed into place.
 

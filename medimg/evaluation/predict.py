@@ -50,8 +50,12 @@ def summarise(kind: str, outputs: list[dict]) -> tuple[pd.DataFrame, dict]:
 
 def stack_probs(outputs: list[dict]) -> torch.Tensor:
     """All cases' probabilities in prediction order, stacked on the first dimension."""
-    return torch.cat([batch["prob"].reshape(len(batch[keys.CASE_ID]), *batch["prob"].shape[1:])
-                      for batch in outputs])
+    return torch.cat(
+        [
+            batch["prob"].reshape(len(batch[keys.CASE_ID]), *batch["prob"].shape[1:])
+            for batch in outputs
+        ]
+    )
 
 
 def write_table(table: pd.DataFrame, path: str | Path) -> Path:

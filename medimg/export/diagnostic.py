@@ -1,6 +1,5 @@
 """The exported unit: preprocessing, network and activation in one torch-only module."""
 
-
 import torch
 from torch import Tensor, nn
 

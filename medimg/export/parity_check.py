@@ -32,11 +32,17 @@ def main(model_path: str, inputs_path: str, output_path: str) -> None:
     data = torch.load(inputs_path, weights_only=True)
     worst = 0.0
     with torch.no_grad():
-        for volume, affine, expected in zip(data["volumes"], data["affines"], data["expected"]):
+        for volume, affine, expected in zip(
+            data["volumes"], data["affines"], data["expected"], strict=True
+        ):
             got = model(volume, affine)
             worst = max(worst, float((got - expected.reshape(got.shape)).abs().max()))
     loaded = sorted(m for m in sys.modules if m.split(".")[0] in BLOCKED)
-    report = {"n_cases": len(data["volumes"]), "max_abs_diff": worst, "framework_modules_loaded": loaded}
+    report = {
+        "n_cases": len(data["volumes"]),
+        "max_abs_diff": worst,
+        "framework_modules_loaded": loaded,
+    }
     with open(output_path, "w") as handle:
         json.dump(report, handle)
 

@@ -26,7 +26,10 @@ def script_model(model: DiagnosticModel) -> torch.jit.ScriptModule:
     try:
         return torch.jit.script(model)
     except Exception as err:  # TorchScript raises many error types for unsupported syntax
-        log.warning("network does not script (%s); tracing it inside the scripted wrapper", type(err).__name__)
+        log.warning(
+            "network does not script (%s); tracing it inside the scripted wrapper",
+            type(err).__name__,
+        )
         size = model.preprocessor.size
         example = torch.zeros(1, 1, size[0], size[1], size[2])
         model.net = torch.jit.trace(model.net, example)
@@ -63,7 +66,13 @@ def check_parity(
         torch.save({"volumes": volumes, "affines": affines, "expected": expected}, inputs)
         env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
         result = subprocess.run(
-            [sys.executable, str(PARITY_SCRIPT), str(Path(model_path).resolve()), str(inputs), str(report)],
+            [
+                sys.executable,
+                str(PARITY_SCRIPT),
+                str(Path(model_path).resolve()),
+                str(inputs),
+                str(report),
+            ],
             cwd=scratch,
             env=env,
             capture_output=True,
@@ -71,5 +80,7 @@ def check_parity(
             check=False,
         )
         if result.returncode != 0:
-            raise RuntimeError(f"exported model failed in a torch-only process:\n{result.stderr[-3000:]}")
+            raise RuntimeError(
+                f"exported model failed in a torch-only process:\n{result.stderr[-3000:]}"
+            )
         return json.loads(report.read_text())

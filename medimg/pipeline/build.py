@@ -54,7 +54,11 @@ def build_task(cfg: DictConfig) -> BaseTask:
     """The task with a freshly built network injected (weights not loaded)."""
     net = instantiate(cfg.net)
     return instantiate(
-        cfg.task, net=net, optimizer=instantiate(cfg.optimizer), scheduler=_scheduler(cfg), _convert_="all"
+        cfg.task,
+        net=net,
+        optimizer=instantiate(cfg.optimizer),
+        scheduler=_scheduler(cfg),
+        _convert_="all",
     )
 
 

@@ -45,8 +45,12 @@ def build_datamodule(cfg: DictConfig) -> tuple[ManifestDataModule, pd.DataFrame]
         stratify=keys.LABEL if kind == "classification" else None,
     )
     counts = split["split"].value_counts().to_dict()
-    log.info("split by patient (seed %d): %s; external sets: %s", cfg.seed, counts,
-             {k: len(v) for k, v in external.items()})
+    log.info(
+        "split by patient (seed %d): %s; external sets: %s",
+        cfg.seed,
+        counts,
+        {k: len(v) for k, v in external.items()},
+    )
     datamodule = ManifestDataModule(
         split,
         external,

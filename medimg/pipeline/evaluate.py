@@ -60,7 +60,9 @@ def evaluate_run(cfg: DictConfig) -> Path:
     out_dir = Path(cfg.output_dir) if cfg.output_dir else run_dir / "eval" / name
     trainer = L.Trainer(accelerator="auto", devices=1, logger=False, enable_progress_bar=False)
     task = load_task(run_cfg, checkpoint)
-    metrics, _ = evaluate_loader(trainer, task, datamodule.loader("test"), kind, out_dir / "predictions.csv")
+    metrics, _ = evaluate_loader(
+        trainer, task, datamodule.loader("test"), kind, out_dir / "predictions.csv"
+    )
     write_json(out_dir / "metrics.json", {name: metrics, "checkpoint": checkpoint.name})
     log.info("%s: %s", name, metrics)
     return out_dir
@@ -76,8 +78,11 @@ def evaluate_exported(cfg: DictConfig) -> Path:
     kind = card["task"]
     frame = load_manifest(cfg.manifest, kind)
     pre = card["preprocessing"]
-    grid = VolumePreprocessor(PreprocessConfig(spacing=tuple(pre["spacing"]), size=tuple(pre["size"]),
-                                               window=None, fill_value=0.0))
+    grid = VolumePreprocessor(
+        PreprocessConfig(
+            spacing=tuple(pre["spacing"]), size=tuple(pre["size"]), window=None, fill_value=0.0
+        )
+    )
     reader = load_transform(with_mask=kind == "segmentation")
     outputs = []
     with torch.no_grad():
@@ -92,7 +97,9 @@ def evaluate_exported(cfg: DictConfig) -> Path:
                 batch[keys.LABEL] = torch.tensor([record[keys.LABEL]])
             else:
                 mask = loaded[keys.MASK]
-                batch[keys.MASK] = grid.resample_mask(mask.as_tensor()[0].float(), mask.affine)[None]
+                batch[keys.MASK] = grid.resample_mask(mask.as_tensor()[0].float(), mask.affine)[
+                    None
+                ]
             outputs.append(batch)
     table, metrics = summarise(kind, outputs)
     name = _set_name(cfg)

@@ -38,7 +38,9 @@ def weights_sha256(net: nn.Module) -> str:
     return digest.hexdigest()
 
 
-def raw_inputs(datamodule: ManifestDataModule, name: str) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+def raw_inputs(
+    datamodule: ManifestDataModule, name: str
+) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
     """Volumes in native geometry and their affines, for every case of set ``name``."""
     reader = load_transform(with_mask=False)
     volumes, affines = [], []
@@ -99,7 +101,9 @@ def export_run(
     """
     export_dir = run_dir / "export"
     export_dir.mkdir(parents=True, exist_ok=True)
-    activation = "sigmoid" if task_kind(cfg) == "classification" and cfg.task.num_classes == 1 else "softmax"
+    activation = (
+        "sigmoid" if task_kind(cfg) == "classification" and cfg.task.num_classes == 1 else "softmax"
+    )
     net = task.net.eval().cpu()
     scripted = script_model(DiagnosticModel(datamodule.preprocessor, net, activation))
     card = model_card(cfg, task, metrics, card_extra)
@@ -110,7 +114,9 @@ def export_run(
         candidate = save_torchscript(scripted, Path(scratch) / "model.ts", card)
         parity = check_parity(candidate, volumes, affines, expected)
     parity["atol"] = cfg.export.parity_atol
-    parity["passed"] = parity["max_abs_diff"] <= cfg.export.parity_atol and not parity["framework_modules_loaded"]
+    parity["passed"] = (
+        parity["max_abs_diff"] <= cfg.export.parity_atol and not parity["framework_modules_loaded"]
+    )
     card["parity"] = parity
     write_json(export_dir / "model_card.json", card)
     if not parity["passed"]:
@@ -119,6 +125,10 @@ def export_run(
             f"{parity['max_abs_diff']:.3g} > {cfg.export.parity_atol} (see {export_dir / 'model_card.json'})"
         )
     path = save_torchscript(scripted, export_dir / "model.ts", card)
-    log.info("exported %s (parity on %d test cases: max abs diff %.2e)", path, parity["n_cases"],
-             parity["max_abs_diff"])
+    log.info(
+        "exported %s (parity on %d test cases: max abs diff %.2e)",
+        path,
+        parity["n_cases"],
+        parity["max_abs_diff"],
+    )
     return path

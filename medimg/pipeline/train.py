@@ -29,7 +29,9 @@ PRIVATE_KEYS = ("paths", "data.source", "ckpt_path")
 def _instantiate_all(node: DictConfig | None) -> list:
     if not node:
         return []
-    return [instantiate(child) for child in node.values() if child is not None and "_target_" in child]
+    return [
+        instantiate(child) for child in node.values() if child is not None and "_target_" in child
+    ]
 
 
 def _tracked_config(cfg: DictConfig) -> dict:
@@ -66,22 +68,36 @@ def _best_task(cfg: DictConfig, trainer: L.Trainer, task: BaseTask) -> tuple[Bas
     checkpoint = next((c for c in trainer.callbacks if isinstance(c, ModelCheckpoint)), None)
     best = checkpoint.best_model_path if checkpoint is not None else ""
     if not best:
-        log.warning("no best checkpoint was saved (e.g. fast_dev_run); evaluating the final weights")
+        log.warning(
+            "no best checkpoint was saved (e.g. fast_dev_run); evaluating the final weights"
+        )
         return task, None
     return load_task(cfg, best), best
 
 
 def evaluate_sets(
-    cfg: DictConfig, trainer: L.Trainer, task: BaseTask, datamodule: ManifestDataModule, run_dir: Path
+    cfg: DictConfig,
+    trainer: L.Trainer,
+    task: BaseTask,
+    datamodule: ManifestDataModule,
+    run_dir: Path,
 ) -> tuple[dict, dict]:
     """Predict every held-out set, write per-case CSVs; returns metrics and raw outputs by set."""
     names = ["test"] + [n for n in datamodule.set_names if n not in ("train", "val", "test")]
     metrics, outputs = {}, {}
     for name in names:
         metrics[name], outputs[name] = evaluate_loader(
-            trainer, task, datamodule.loader(name), task_kind(cfg), run_dir / "predictions" / f"{name}.csv"
+            trainer,
+            task,
+            datamodule.loader(name),
+            task_kind(cfg),
+            run_dir / "predictions" / f"{name}.csv",
         )
-        log.info("%s: %s", name, {k: round(v, 4) if isinstance(v, float) else v for k, v in metrics[name].items()})
+        log.info(
+            "%s: %s",
+            name,
+            {k: round(v, 4) if isinstance(v, float) else v for k, v in metrics[name].items()},
+        )
     return metrics, outputs
 
 
@@ -117,12 +133,18 @@ def train(cfg: DictConfig) -> Path:
         write_json(run_dir / "metrics.json", results)
         for logger in loggers:
             logger.log_metrics(
-                {f"{name}/{k}": v for name, m in metrics.items() for k, v in m.items()
-                 if isinstance(v, (int, float))}
+                {
+                    f"{name}/{k}": v
+                    for name, m in metrics.items()
+                    for k, v in m.items()
+                    if isinstance(v, (int, float))
+                }
             )
         if cfg.export.enabled:
-            card_data = {"training_data": data_summary(split[split["split"] == "train"]),
-                         "internal_test_data": data_summary(split[split["split"] == "test"])}
+            card_data = {
+                "training_data": data_summary(split[split["split"] == "train"]),
+                "internal_test_data": data_summary(split[split["split"] == "test"]),
+            }
             export_run(cfg, best_task, datamodule, outputs["test"], metrics, card_data, run_dir)
     finally:
         finish_loggers(loggers)

@@ -80,8 +80,15 @@ class BaseTask(L.LightningModule):
         loss = self.loss(logits, target)
         batch_size = batch[keys.IMAGE].shape[0]
         on_step = stage == "train"
-        self.log(f"{stage}/loss", loss, on_step=on_step, on_epoch=True, prog_bar=True,
-                 batch_size=batch_size, sync_dist=not on_step)
+        self.log(
+            f"{stage}/loss",
+            loss,
+            on_step=on_step,
+            on_epoch=True,
+            prog_bar=True,
+            batch_size=batch_size,
+            sync_dist=not on_step,
+        )
         if stage != "train":
             self.update_metrics(stage, self.activate(logits.detach()), target)
         return loss

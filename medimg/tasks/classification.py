@@ -40,7 +40,9 @@ class ClassificationTask(BaseTask):
         self.save_hyperparameters(ignore=["net", "optimizer", "scheduler"])
         self.num_classes = num_classes
         self.label_names = list(label_names or ["negative", "positive"])
-        make = (lambda: BinaryAUROC()) if num_classes == 1 else (lambda: MulticlassAUROC(num_classes))
+        make = (
+            (lambda: BinaryAUROC()) if num_classes == 1 else (lambda: MulticlassAUROC(num_classes))
+        )
         self.auroc = nn.ModuleDict({stage: make() for stage in ("val", "test")})
 
     def target(self, batch: dict) -> Tensor:

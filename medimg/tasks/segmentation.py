@@ -36,13 +36,18 @@ class SegmentationTask(BaseTask):
     ) -> None:
         super().__init__(net, optimizer, scheduler, monitor)
         if num_classes < 2:
-            raise ValueError(f"task.num_classes must be >= 2 (background included), got {num_classes}")
+            raise ValueError(
+                f"task.num_classes must be >= 2 (background included), got {num_classes}"
+            )
         self.save_hyperparameters(ignore=["net", "optimizer", "scheduler"])
         self.num_classes = num_classes
         self.label_names = list(label_names or ["background", "lesion"])
         self.criterion = DiceCELoss(to_onehot_y=True, softmax=True)
         # ignore_empty: a case without foreground in the reference does not count towards Dice.
-        self.dice = {stage: DiceMetric(include_background=False, ignore_empty=True) for stage in ("val", "test")}
+        self.dice = {
+            stage: DiceMetric(include_background=False, ignore_empty=True)
+            for stage in ("val", "test")
+        }
 
     def target(self, batch: dict) -> Tensor:
         return batch[keys.MASK]

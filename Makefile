@@ -1,0 +1,43 @@
+# Two commands do all the set-up: `make train` and `make test` (each creates .venv on first use).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.medimg-installed
+# Debian packages the tests need (none yet for the main job; the DICOM tools join with their features).
+APT_PACKAGES ?=
+# Extra overrides for `make train`, e.g. `make train ARGS="experiment=seg3d"`.
+ARGS ?=
+
+.PHONY: env sysdeps train test lint format bench clean
+
+env: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	@touch $(STAMP)
+
+sysdeps:
+	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; fi
+
+train: env
+	$(PY) scripts/train.py $(ARGS)
+
+lint: env
+	$(VENV)/bin/ruff check medimg scripts tests benchmarks
+	$(VENV)/bin/ruff format --check medimg scripts tests benchmarks
+
+format: env
+	$(VENV)/bin/ruff format medimg scripts tests benchmarks
+	$(VENV)/bin/ruff check --fix medimg scripts tests benchmarks
+
+test: env sysdeps lint
+	$(PY) -m pytest
+
+bench: env
+	$(PY) benchmarks/bench_train_loop.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache
