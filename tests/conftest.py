@@ -36,13 +36,13 @@ def run_script(name: str, *overrides: str, tmp: Path, check: bool = True, timeou
     return result
 
 
-def train_overrides(tmp: Path, data_dir: Path, *extra: str) -> list[str]:
+def train_overrides(tmp: Path, data_dir: Path, *extra: str, epochs: int = 1) -> list[str]:
     """Overrides for a fast training run on the tiny dataset with outputs under ``tmp``."""
     return [
         f"paths.data_dir={data_dir}",
         f"paths.runs_dir={tmp / 'runs'}",
         "trainer.enable_progress_bar=false",
-        "trainer.max_epochs=1",
+        f"trainer.max_epochs={epochs}",
         *TINY,
         *extra,
     ]
@@ -75,5 +75,5 @@ def manifests(data_dir) -> dict[str, Path]:
 def cls_run(tmp_path_factory, data_dir) -> tuple[Path, object]:
     """One real default-experiment run on tiny data (wandb offline), shared by several tests."""
     tmp = tmp_path_factory.mktemp("cls_run")
-    result = run_script("train", *train_overrides(tmp, data_dir, "trainer.max_epochs=2"), tmp=tmp)
+    result = run_script("train", *train_overrides(tmp, data_dir, epochs=2), tmp=tmp)
     return run_dir_of(result), result

@@ -23,18 +23,19 @@ def _compose(*overrides):
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_every_experiment_composes_and_builds(experiment):
     cfg = _compose(f"experiment={experiment}", "paths.root_dir=/tmp", "paths.output_dir=/tmp/x")
-    task = build_task(cfg)
+    task = build_task(cfg).eval()
     pre = build_preprocessor(cfg)
     build_augmentation(cfg)
     image = torch.zeros(1, 1, *pre.size)
-    out = task(image)
+    with torch.no_grad():
+        out = task(image)
     assert out.shape[0] == 1 and out.shape[1] == cfg.task.num_classes
 
 
 @pytest.mark.parametrize("net", NETS)
 def test_every_network_config_instantiates(net):
     cfg = _compose(f"net={net}", "paths.root_dir=/tmp", "paths.output_dir=/tmp/x")
-    model = instantiate(cfg.net)
+    model = instantiate(cfg.net).eval()
     assert isinstance(model, torch.nn.Module)
     with torch.no_grad():
         assert model(torch.zeros(1, 1, 32, 32, 32)).shape[1] == cfg.task.num_classes

@@ -144,7 +144,7 @@ def test_no_phi_or_data_paths_in_checkpoints_trackers_or_export(cls_run, data_di
         if (
             not path.is_file()
             or path.suffix == ".csv"
-            or path.name in ("config.yaml", "entry.log", "run_info.json")
+            or path.name in ("config.yaml", "train.log", "run_info.json")
         ):
             continue
         if ".hydra" in path.parts:
@@ -160,7 +160,7 @@ def test_no_phi_or_data_paths_in_checkpoints_trackers_or_export(cls_run, data_di
 def test_segmentation_experiment(tmp_path, data_dir):
     result = run_script(
         "train",
-        *train_overrides(tmp_path, data_dir, "experiment=seg3d", "trainer.max_epochs=1"),
+        *train_overrides(tmp_path, data_dir, "experiment=seg3d"),
         tmp=tmp_path,
     )
     run_dir = run_dir_of(result)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
 from pathlib import Path
@@ -14,7 +13,6 @@ from medimg.data.errors import DataError
 from medimg.pipeline.schema import register_schemas
 
 CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "configs")
-log = logging.getLogger("medimg")
 
 register_schemas()
 
@@ -26,6 +24,12 @@ def _quiet_environment() -> None:
     os.environ.setdefault("WANDB_DISABLE_GIT", "true")
 
 
+def _fail(err: Exception) -> None:
+    """Bad input: one clear message on stderr, exit status 2, no traceback."""
+    sys.stderr.write(f"medimg: error: {err}\n")
+    sys.exit(2)
+
+
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
 def _train(cfg: DictConfig) -> None:
     from medimg.pipeline.train import train
@@ -33,8 +37,7 @@ def _train(cfg: DictConfig) -> None:
     try:
         run_dir = train(cfg)
     except DataError as err:
-        log.error("%s", err)
-        sys.exit(2)
+        _fail(err)
     print(run_dir, flush=True)
 
 
@@ -45,8 +48,7 @@ def _evaluate(cfg: DictConfig) -> None:
     try:
         out_dir = evaluate(cfg)
     except DataError as err:
-        log.error("%s", err)
-        sys.exit(2)
+        _fail(err)
     print(out_dir, flush=True)
 
 

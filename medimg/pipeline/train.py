@@ -65,7 +65,9 @@ def write_run_header(cfg: DictConfig, run_dir: Path) -> None:
 
 def _best_task(cfg: DictConfig, trainer: L.Trainer, task: BaseTask) -> tuple[BaseTask, str | None]:
     """The best checkpoint's task (reloaded with weights_only), or the in-memory one."""
-    checkpoint = next((c for c in trainer.callbacks if isinstance(c, ModelCheckpoint)), None)
+    checkpoint = next(
+        (c for c in trainer.callbacks if isinstance(c, ModelCheckpoint) and c.monitor), None
+    )
     best = checkpoint.best_model_path if checkpoint is not None else ""
     if not best:
         log.warning(
