@@ -177,3 +177,17 @@ def test_scripts_are_thin_and_import_only_the_entry_points():
     for name in ("train", "evaluate"):
         text = (ROOT / "scripts" / f"{name}.py").read_text()
         assert "from medimg.pipeline.entry import" in text and len(text.splitlines()) < 10
+
+
+def test_tensorboard_logger_alternative(tmp_path, data_dir):
+    overrides = train_overrides(
+        tmp_path,
+        data_dir,
+        "logger=tensorboard",
+        "export.enabled=false",
+        "trainer.limit_train_batches=0.25",
+    )
+    run_dir = run_dir_of(run_script("train", *overrides, tmp=tmp_path))
+    assert list((run_dir / "tensorboard").rglob("events.out.tfevents.*"))
+    assert not (run_dir / "wandb").exists()
+    assert json.loads((run_dir / "metrics.json").read_text())["test"]["n"] > 0

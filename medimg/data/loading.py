@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import warnings
 from collections.abc import Hashable, Mapping
 from typing import Any
 
@@ -12,6 +14,11 @@ from monai.data import MetaTensor
 from medimg.data import keys
 from medimg.data.errors import DataError
 from medimg.data.preprocess import VolumePreprocessor
+
+# MONAI announces on every reader construction that NVIDIA's optional GPU codec is absent; the
+# default pydicom decoders are used, which is what medimg wants on a CPU machine.
+logging.getLogger("monai.data.nvimgcodec_pydicom_plugin").setLevel(logging.ERROR)
+warnings.filterwarnings("ignore", message="NvImgCodecPydicomReader")
 
 
 def load_steps(with_mask: bool) -> list[mt.Transform]:

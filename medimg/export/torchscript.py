@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import warnings
 from pathlib import Path
 
 import torch
@@ -16,6 +17,10 @@ from medimg.export.diagnostic import DiagnosticModel
 from medimg.files import write_atomic
 
 log = logging.getLogger(__name__)
+# torch >= 2.10 marks TorchScript deprecated; the mission asks for it, so say it once, not per call.
+warnings.filterwarnings(
+    "ignore", message=r"`torch\.jit\.\w+` is deprecated", category=FutureWarning
+)
 CARD_NAME = "model_card.json"
 PARITY_SCRIPT = Path(__file__).with_name("parity_check.py")
 
