@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import lightning as L
 import pandas as pd
+import torch
 from monai import transforms as mt
-from monai.data import CacheDataset, Dataset
+from monai.data import Dataset, PersistentDataset
 from torch.utils.data import DataLoader, DistributedSampler
 
 from medimg.data import keys
 from medimg.data.augment import AugmentationPreset
+from medimg.data.cache import ContentKey
 from medimg.data.loading import PrepareVolumed, load_steps
 from medimg.data.preprocess import VolumePreprocessor
 
@@ -27,7 +31,11 @@ class ManifestDataModule(L.LightningDataModule):
         augmentation: random augmentation for the training split.
         batch_size: cases per batch.
         num_workers: DataLoader worker processes (0 = load in the main process).
-        cache: keep prepared cases in memory (MONAI ``CacheDataset``) after the first read.
+        cache: keep prepared cases in memory after the first read.
+        cache_dir: also keep them on disk (MONAI ``PersistentDataset``, keyed by file content and
+            ``cache_context``), so the next run skips reading; ``None`` for no disk cache.
+        cache_context: what else decides a prepared case (preprocessing parameters, task).
+        prepare_workers: processes that read and prepare uncached cases in parallel.
         seed: seeds the training order (per epoch) and the augmentation.
     """
 
@@ -41,6 +49,9 @@ class ManifestDataModule(L.LightningDataModule):
         batch_size: int = 8,
         num_workers: int = 0,
         cache: bool = True,
+        cache_dir: str | Path | None = None,
+        cache_context: dict | None = None,
+        prepare_workers: int = 0,
         seed: int = 0,
     ) -> None:
         super().__init__()
@@ -61,7 +72,11 @@ class ManifestDataModule(L.LightningDataModule):
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.cache = cache
+        self.cache_dir = Path(cache_dir) if cache_dir else None
+        self.cache_context = {"task": task, **(cache_context or {})}
+        self.prepare_workers = prepare_workers
         self.seed = seed
+        self._prepared: dict[str, list[dict]] = {}
         self._datasets: dict[str, Dataset] = {}
 
     @property
@@ -77,21 +92,40 @@ class ManifestDataModule(L.LightningDataModule):
             columns = [c for c in columns if c != keys.MASK]
         return frame[columns].to_dict("records")
 
+    def _deterministic(self) -> list:
+        return [*load_steps(self.with_mask), PrepareVolumed(self.preprocessor)]
+
+    def prepared(self, name: str) -> list[dict]:
+        """Every case of set ``name`` read and preprocessed (from the disk cache when present)."""
+        if name not in self._prepared:
+            transform = mt.Compose(self._deterministic())
+            records = self.records(name)
+            if self.cache_dir is not None:
+                source = PersistentDataset(
+                    records,
+                    transform,
+                    cache_dir=self.cache_dir,
+                    hash_func=ContentKey(self.cache_context),
+                )
+            else:
+                source = Dataset(records, transform)
+            loader = DataLoader(
+                source, batch_size=None, num_workers=self.prepare_workers, collate_fn=_identity
+            )
+            # Copy each case out of the worker's shared memory so no file descriptor stays open.
+            self._prepared[name] = [_own(item) for item in loader]
+        return self._prepared[name]
+
     def dataset(self, name: str, train: bool = False) -> Dataset:
         """Prepared dataset for set ``name``; random augmentation only when ``train``."""
         key = f"{name}:{train}"
         if key not in self._datasets:
-            steps = [*load_steps(self.with_mask), PrepareVolumed(self.preprocessor)]
             augment = self.augmentation.build(self.with_mask, self.seed) if train else None
-            if augment is not None:
-                steps.append(augment)
-            transform = mt.Compose(steps)
             if self.cache:
-                self._datasets[key] = CacheDataset(
-                    self.records(name), transform, num_workers=None, progress=False
-                )
+                self._datasets[key] = Dataset(self.prepared(name), augment)
             else:
-                self._datasets[key] = Dataset(self.records(name), transform)
+                steps = self._deterministic() + ([augment] if augment is not None else [])
+                self._datasets[key] = Dataset(self.records(name), mt.Compose(steps))
         return self._datasets[key]
 
     def setup(self, stage: str | None = None) -> None:
@@ -131,3 +165,13 @@ class ManifestDataModule(L.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self.loader("test")
+
+
+def _own(item: dict) -> dict:
+    """The case with its tensors copied into this process's memory."""
+    return {k: v.clone() if isinstance(v, torch.Tensor) else v for k, v in item.items()}
+
+
+def _identity(item: dict) -> dict:
+    """Collate function that keeps one prepared case as it is."""
+    return item

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 from hydra.utils import instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from medimg.data import keys
 from medimg.data.datamodule import ManifestDataModule
@@ -60,6 +60,9 @@ def build_datamodule(cfg: DictConfig) -> tuple[ManifestDataModule, pd.DataFrame]
         batch_size=cfg.data.batch_size,
         num_workers=cfg.data.num_workers,
         cache=cfg.data.cache,
+        cache_dir=cfg.data.cache_dir,
+        cache_context={"preprocess": OmegaConf.to_container(cfg.preprocess, resolve=True)},
+        prepare_workers=cfg.data.prepare_workers,
         seed=cfg.seed,
     )
     return datamodule, split

@@ -55,7 +55,12 @@ def evaluate_run(cfg: DictConfig) -> Path:
     name = _set_name(cfg)
     frame = frame.assign(split="test")
     datamodule = ManifestDataModule(
-        frame, None, task=kind, preprocessor=build_preprocessor(run_cfg), batch_size=cfg.batch_size
+        frame,
+        None,
+        task=kind,
+        preprocessor=build_preprocessor(run_cfg),
+        batch_size=cfg.batch_size,
+        prepare_workers=2,
     )
     out_dir = Path(cfg.output_dir) if cfg.output_dir else run_dir / "eval" / name
     trainer = L.Trainer(accelerator="auto", devices=1, logger=False, enable_progress_bar=False)

@@ -15,6 +15,8 @@ class DataSchema:
     batch_size: int = 8
     num_workers: int = 0
     cache: bool = True
+    cache_dir: str | None = None
+    prepare_workers: int = 2
     val_fraction: float = 0.15
     test_fraction: float = 0.2
 
@@ -72,6 +74,7 @@ class ExportSchema:
 class PathsSchema:
     root_dir: str = MISSING
     data_dir: str = MISSING
+    cache_dir: str = MISSING
     runs_dir: str = MISSING
     output_dir: str = MISSING
 
