@@ -4,8 +4,8 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.medimg-installed
-# Debian packages the tests need (none yet for the main job; the DICOM tools join with their features).
-APT_PACKAGES ?=
+# Debian packages the tests need: dcm2niix is the reference for DICOM geometry.
+APT_PACKAGES ?= dcm2niix
 # Extra overrides for `make train`, e.g. `make train ARGS="experiment=seg3d"`.
 ARGS ?=
 

@@ -59,3 +59,23 @@ def test_bad_manifest_stops_before_training(case, manifests, tmp_path):
     assert "Traceback" not in result.stderr
     assert not list((tmp_path / "runs").rglob("*.ckpt"))
     assert not list((tmp_path / "runs").rglob("metrics.csv"))
+
+
+def test_external_set_sharing_patients_with_training_is_refused(manifests, tmp_path):
+    frame = read_manifest(manifests["internal"], ["case_id", "patient_id", "image"])
+    external = tmp_path / "leaky_external.csv"
+    frame.iloc[:3].assign(case_id=lambda f: "X" + f["case_id"]).to_csv(external, index=False)
+    result = run_script(
+        "train",
+        "data=manifest",
+        f"data.source.internal={manifests['internal']}",
+        f"+data.source.external.leaky={external}",
+        f"paths.runs_dir={tmp_path / 'runs'}",
+        "logger=csv",
+        tmp=tmp_path,
+        check=False,
+        timeout=120,
+    )
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "patient_id" in result.stderr and "leaky" in result.stderr
+    assert not list((tmp_path / "runs").rglob("*.ckpt"))

@@ -13,7 +13,7 @@ import json
 from collections.abc import Mapping
 
 from medimg.data import keys
-from medimg.data.digest import content_digest
+from medimg.data.leakage import content_digest
 
 CACHE_FORMAT = "medimg-prepared-v1"
 

@@ -11,6 +11,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from medimg.data import keys
 from medimg.data.datamodule import ManifestDataModule
+from medimg.data.leakage import check_leakage, sets_by_split
 from medimg.data.manifest import load_manifest
 from medimg.data.splits import split_by_patient
 from medimg.pipeline.build import build_augmentation, build_preprocessor, task_kind
@@ -44,6 +45,8 @@ def build_datamodule(cfg: DictConfig) -> tuple[ManifestDataModule, pd.DataFrame]
         seed=cfg.seed,
         stratify=keys.LABEL if kind == "classification" else None,
     )
+    # No patient, study or identical image may sit in two of train/val/test/external.
+    check_leakage({**sets_by_split(split), **external}, content_hash=cfg.data.check_content_leakage)
     counts = split["split"].value_counts().to_dict()
     log.info(
         "split by patient (seed %d): %s; external sets: %s",

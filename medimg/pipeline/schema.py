@@ -17,6 +17,7 @@ class DataSchema:
     cache: bool = True
     cache_dir: str | None = None
     prepare_workers: int = 2
+    check_content_leakage: bool = True
     val_fraction: float = 0.15
     test_fraction: float = 0.2
 
