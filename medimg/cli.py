@@ -1,4 +1,4 @@
-"""The ``medimg`` command: small utilities around the Hydra entry points."""
+"""The ``medimg`` command: data utilities beside the Hydra entry points (train, evaluate)."""
 
 from __future__ import annotations
 
@@ -9,33 +9,63 @@ import sys
 from medimg.data.errors import DataError
 
 
+def _synth(args: argparse.Namespace) -> None:
+    from medimg.data.synthetic import make_synthetic_ct
+
+    paths = make_synthetic_ct(args.root, seed=args.seed)
+    print("\n".join(f"{k}: {v}" for k, v in paths.items()))
+
+
+def _check(args: argparse.Namespace) -> None:
+    from medimg.data.manifest import load_manifest
+    from medimg.data.preflight import check_cases
+
+    frame = load_manifest(args.manifest, args.task)
+    check_cases(frame, args.manifest, args.task, workers=args.workers)
+    print(f"{args.manifest}: {len(frame)} cases OK")
+
+
+def _scan(args: argparse.Namespace) -> None:
+    from medimg.data.scan import scan_tree, write_scan
+
+    frame = scan_tree(args.root, workers=args.workers)
+    write_scan(frame, args.output)
+    info = frame.attrs.get("scan", {})
+    bad = int((frame["status"] != "ok").sum()) if len(frame) else 0
+    print(
+        f"{args.output}: {len(frame)} series ({bad} with problems) from {info.get('files')} files "
+        f"({info.get('read')} read, {info.get('reused')} unchanged) in {info.get('seconds')} s"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
-    """``medimg synth ROOT`` builds the built-in dataset; ``medimg check MANIFEST`` preflights one."""
+    """``medimg synth|check|scan``; exit status 2 with one clear message on bad input."""
     parser = argparse.ArgumentParser(prog="medimg")
     sub = parser.add_subparsers(dest="command", required=True)
     synth = sub.add_parser("synth", help="generate the built-in synthetic CT dataset")
     synth.add_argument("root")
     synth.add_argument("--seed", type=int, default=0)
-    check = sub.add_parser("check", help="preflight-check a manifest without training")
+    synth.set_defaults(run=_synth)
+    check = sub.add_parser(
+        "check", help="preflight a manifest: read every case, report all problems"
+    )
     check.add_argument("manifest")
     check.add_argument(
         "--task", default="classification", choices=["classification", "segmentation"]
     )
+    check.add_argument("--workers", type=int, default=2)
+    check.set_defaults(run=_check)
+    scan = sub.add_parser("scan", help="index a DICOM tree by headers: one row per series")
+    scan.add_argument("root")
+    scan.add_argument("-o", "--output", default="series.csv")
+    scan.add_argument("--workers", type=int, default=2)
+    scan.set_defaults(run=_scan)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     try:
-        if args.command == "synth":
-            from medimg.data.synthetic import make_synthetic_ct
-
-            paths = make_synthetic_ct(args.root, seed=args.seed)
-            print("\n".join(f"{k}: {v}" for k, v in paths.items()))
-        else:
-            from medimg.data.manifest import load_manifest
-
-            frame = load_manifest(args.manifest, args.task)
-            print(f"{args.manifest}: {len(frame)} cases OK")
-    except DataError as err:
-        print(f"error: {err}", file=sys.stderr)
+        args.run(args)
+    except (DataError, FileNotFoundError, NotADirectoryError) as err:
+        sys.stderr.write(f"medimg: error: {err}\n")
         return 2
     return 0
 

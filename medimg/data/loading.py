@@ -14,6 +14,7 @@ from monai.data import MetaTensor
 from medimg.data import keys
 from medimg.data.errors import DataError
 from medimg.data.preprocess import VolumePreprocessor
+from medimg.data.reader import MedimgReader
 
 # MONAI announces on every reader construction that NVIDIA's optional GPU codec is absent; the
 # default pydicom decoders are used, which is what medimg wants on a CPU machine.
@@ -24,11 +25,17 @@ warnings.filterwarnings("ignore", message="NvImgCodecPydicomReader")
 def load_steps(with_mask: bool) -> list[mt.Transform]:
     """MONAI transforms that read ``image`` (DICOM folder or NIfTI) and, optionally, ``mask``.
 
+    Reading goes through :class:`MedimgReader` (strict DICOM geometry) inside MONAI's
+    ``LoadImaged``.
+
     A flat list, not a ``Compose``: ``CacheDataset`` caches up to the first randomizable
     transform, and a nested ``Compose`` counts as one.
     """
     read_keys = [keys.IMAGE, keys.MASK] if with_mask else [keys.IMAGE]
-    return [mt.LoadImaged(read_keys, image_only=True), mt.EnsureChannelFirstd(read_keys)]
+    return [
+        mt.LoadImaged(read_keys, reader=MedimgReader(), image_only=True),
+        mt.EnsureChannelFirstd(read_keys),
+    ]
 
 
 def load_transform(with_mask: bool) -> mt.Compose:
@@ -68,6 +75,18 @@ class PrepareVolumed(mt.MapTransform):
         return record
 
 
+def field_of_view_gap(
+    shape_a: tuple[int, ...],
+    affine_a: torch.Tensor,
+    shape_b: tuple[int, ...],
+    affine_b: torch.Tensor,
+) -> float:
+    """Largest distance (mm) between matching corner voxel centres of two grids."""
+    corners_a = _corner_points(tuple(shape_a), torch.as_tensor(affine_a))
+    corners_b = _corner_points(tuple(shape_b), torch.as_tensor(affine_b))
+    return float((corners_a - corners_b).abs().max())
+
+
 def _corner_points(shape: tuple[int, ...], affine: torch.Tensor) -> torch.Tensor:
     """World coordinates of the 8 corner voxel centres, sorted so array layout does not matter."""
     grid = torch.cartesian_prod(*[torch.tensor([0.0, n - 1.0], dtype=torch.float64) for n in shape])
@@ -82,10 +101,10 @@ def _check_same_grid(image: MetaTensor, mask: MetaTensor, case_id: object) -> No
     The array layouts may differ (a NIfTI mask and a DICOM series often store axes in another
     order); what must agree is where the voxel grid sits in the world.
     """
-    image_corners = _corner_points(tuple(image.shape[1:]), image.affine)
-    mask_corners = _corner_points(tuple(mask.shape[1:]), mask.affine)
-    if not torch.allclose(image_corners, mask_corners, atol=1e-2):
-        gap = (image_corners - mask_corners).abs().max().item()
+    gap = field_of_view_gap(
+        tuple(image.shape[1:]), image.affine, tuple(mask.shape[1:]), mask.affine
+    )
+    if gap > 1e-2:
         raise DataError(
             f"case {case_id}: mask geometry differs from image geometry "
             f"(image shape {tuple(image.shape[1:])}, mask shape {tuple(mask.shape[1:])}, "

@@ -13,6 +13,7 @@ from medimg.data import keys
 from medimg.data.datamodule import ManifestDataModule
 from medimg.data.leakage import check_leakage, sets_by_split
 from medimg.data.manifest import load_manifest
+from medimg.data.preflight import check_cases
 from medimg.data.splits import split_by_patient
 from medimg.pipeline.build import build_augmentation, build_preprocessor, task_kind
 
@@ -38,6 +39,11 @@ def build_datamodule(cfg: DictConfig) -> tuple[ManifestDataModule, pd.DataFrame]
     internal_path, external_paths = resolve_sources(cfg)
     internal = load_manifest(internal_path, kind)
     external = {name: load_manifest(path, kind) for name, path in external_paths.items()}
+    for path, frame in [
+        (internal_path, internal),
+        *((external_paths[n], f) for n, f in external.items()),
+    ]:
+        check_cases(frame, path, kind, workers=cfg.data.prepare_workers)
     split = split_by_patient(
         internal,
         val_fraction=cfg.data.val_fraction,
