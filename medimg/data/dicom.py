@@ -262,11 +262,13 @@ def _slice_headers(
 
 
 def _n_frames(ds: Dataset) -> int:
-    """NumberOfFrames (1 when absent or empty)."""
+    """NumberOfFrames (1 when absent or empty); a value that is not a whole number is refused."""
+    value = ds.get("NumberOfFrames")
     try:
-        return int(ds.get("NumberOfFrames") or 1)
-    except (TypeError, ValueError):
-        return 1
+        return int(value or 1)
+    except (TypeError, ValueError) as err:
+        name = getattr(ds, "filename", None) or "DICOM file"
+        raise DataError(f"{name}: NumberOfFrames (0028,0008) is {value!r}, not a whole number") from err
 
 
 def _header(
