@@ -14,6 +14,7 @@ from medimg.data.datamodule import ManifestDataModule
 from medimg.data.leakage import check_leakage, sets_by_split
 from medimg.data.manifest import load_manifest
 from medimg.data.preflight import check_cases
+from medimg.data.sources import write_manifest
 from medimg.data.splits import split_by_patient
 from medimg.pipeline.build import build_augmentation, build_preprocessor, task_kind
 
@@ -21,12 +22,26 @@ log = logging.getLogger(__name__)
 
 
 def resolve_sources(cfg: DictConfig) -> tuple[Path, dict[str, Path]]:
-    """Internal manifest path and external manifest paths by name, from ``cfg.data.source``."""
-    sources = instantiate(cfg.data.source)
+    """Internal manifest path and external manifest paths by name, from ``cfg.data.source``.
+
+    A source may give a manifest path or a manifest table (e.g. built from an MSD
+    ``dataset.json``); tables are written into the run folder's ``manifests/`` first, so the
+    run records exactly which cases it used.
+    """
+    sources = instantiate(cfg.data.source, _convert_="all")
     external = sources.get("external") or {}
-    if isinstance(external, (str, Path)):
+    if isinstance(external, (str, Path, pd.DataFrame)):
         external = {"external": external}
-    return Path(sources["internal"]), {str(k): Path(v) for k, v in external.items()}
+    manifests = Path(cfg.paths.output_dir) / "manifests"
+    internal = _as_path(sources["internal"], manifests / "internal.csv")
+    return internal, {str(k): _as_path(v, manifests / f"{k}.csv") for k, v in external.items()}
+
+
+def _as_path(source: object, target: Path) -> Path:
+    """A manifest path as it is, or a manifest table written to ``target``."""
+    if isinstance(source, pd.DataFrame):
+        return write_manifest(source, target)
+    return Path(source)
 
 
 def build_datamodule(cfg: DictConfig) -> tuple[ManifestDataModule, pd.DataFrame]:
