@@ -21,7 +21,7 @@ def _check(args: argparse.Namespace) -> None:
     from medimg.data.preflight import check_cases
 
     frame = load_manifest(args.manifest, args.task)
-    check_cases(frame, args.manifest, args.task, workers=args.workers)
+    check_cases(frame, args.manifest, args.task, workers=args.workers, repair_tilt=args.repair_tilt)
     print(f"{args.manifest}: {len(frame)} cases OK")
 
 
@@ -54,6 +54,7 @@ def main(argv: list[str] | None = None) -> int:
         "--task", default="classification", choices=["classification", "segmentation"]
     )
     check.add_argument("--workers", type=int, default=2)
+    check.add_argument("--repair-tilt", action="store_true", help="accept gantry-tilted stacks")
     check.set_defaults(run=_check)
     scan = sub.add_parser("scan", help="index a DICOM tree by headers: one row per series")
     scan.add_argument("root")

@@ -36,6 +36,7 @@ class ManifestDataModule(L.LightningDataModule):
             ``cache_context``), so the next run skips reading; ``None`` for no disk cache.
         cache_context: what else decides a prepared case (preprocessing parameters, task).
         prepare_workers: processes that read and prepare uncached cases in parallel.
+        repair_tilt: read gantry-tilted DICOM stacks as sheared affines instead of refusing.
         seed: seeds the training order (per epoch) and the augmentation.
     """
 
@@ -52,6 +53,7 @@ class ManifestDataModule(L.LightningDataModule):
         cache_dir: str | Path | None = None,
         cache_context: dict | None = None,
         prepare_workers: int = 0,
+        repair_tilt: bool = False,
         seed: int = 0,
     ) -> None:
         super().__init__()
@@ -73,7 +75,8 @@ class ManifestDataModule(L.LightningDataModule):
         self.num_workers = num_workers
         self.cache = cache
         self.cache_dir = Path(cache_dir) if cache_dir else None
-        self.cache_context = {"task": task, **(cache_context or {})}
+        self.repair_tilt = repair_tilt
+        self.cache_context = {"task": task, "repair_tilt": repair_tilt, **(cache_context or {})}
         self.prepare_workers = prepare_workers
         self.seed = seed
         self._prepared: dict[str, list[dict]] = {}
@@ -93,7 +96,7 @@ class ManifestDataModule(L.LightningDataModule):
         return frame[columns].to_dict("records")
 
     def _deterministic(self) -> list:
-        return [*load_steps(self.with_mask), PrepareVolumed(self.preprocessor)]
+        return [*load_steps(self.with_mask, self.repair_tilt), PrepareVolumed(self.preprocessor)]
 
     def prepared(self, name: str) -> list[dict]:
         """Every case of set ``name`` read and preprocessed (from the disk cache when present)."""

@@ -18,6 +18,7 @@ from pydicom.errors import InvalidDicomError
 from pydicom.pixels import get_decoder
 from pydicom.uid import UID
 
+from medimg.data.dicom_seg import is_seg_dataset
 from medimg.data.errors import DataError
 from medimg.data.geometry import LPS_TO_RAS, SliceHeader, sort_and_check
 
@@ -47,16 +48,19 @@ _DECODE_ERRORS = (RuntimeError, ValueError, TypeError, AttributeError, KeyError,
 
 def read_dicom_series(
     paths: Sequence[str | Path] | str | Path,
+    repair_tilt: bool = False,
 ) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     """Read one DICOM series into a float32 volume with its voxel-to-RAS affine.
 
     ``paths`` is a folder (every file directly in it; files that are not DICOM images, such
-    as a DICOMDIR, a README or a presentation state, are skipped; sub-folders are ignored), a
-    list of files (each must be a DICOM image), or one file (a single slice, an enhanced
-    multi-frame image, or a 2D projection image). The files are read once each
+    as a DICOMDIR, a README, a presentation state or a DICOM SEG, are skipped; sub-folders
+    are ignored), a list of files (each must be a DICOM image, not a SEG), or one file (a
+    single slice, an enhanced multi-frame image, or a 2D projection image; a SEG file is
+    refused: read it with :func:`medimg.data.image.read_image`). The files are read once each
     (``pydicom.dcmread``), their geometry is checked by
     :func:`medimg.data.geometry.sort_and_check` (several series, missing slices, tilt and
-    so on are refused), and the pixels are stacked in the sorted order.
+    so on are refused; tilt is kept as a sheared affine when ``repair_tilt``), and the pixels
+    are stacked in the sorted order.
 
     Intensities: stored values, MONOCHROME1 inverted first so that larger means brighter
     (``min + max - value`` over the range the stored bits allow, e.g. ``4095 - value`` for 12
@@ -75,6 +79,9 @@ def read_dicom_series(
 
     Args:
         paths: A folder, one file, or a list of files of one series.
+        repair_tilt: Accept a gantry-tilted (sheared) but otherwise regular stack: the affine's
+            third column is then the actual step between consecutive slice positions, and
+            ``meta["geometry_repair"]`` says so with the tilt angle. No resampling.
 
     Returns:
         ``(array, affine, meta)``: the float32 volume, a 4x4 float64 voxel-to-RAS affine, and
@@ -84,7 +91,8 @@ def read_dicom_series(
         ``slice_spacing_source``, ``max_spacing_deviation``, ``orientation`` (axis codes
         such as "LPS"), ``photometric``, ``inverted``, ``rescale_applied``,
         ``rescale_slope``/``rescale_intercept`` (None when they vary), ``rescale_type``,
-        ``transfer_syntax`` and ``multiframe``.
+        ``transfer_syntax``, ``multiframe`` and, for a repaired tilted stack,
+        ``geometry_repair``.
 
     Raises:
         DataError: Missing path, no DICOM image, unreadable file, missing or malformed
@@ -100,7 +108,9 @@ def read_dicom_series(
     single_spacing, spacing_source = 1.0, "positions"
     if len(headers) == 1:
         single_spacing, spacing_source = _single_slice_spacing(images[0][1])
-    geometry = sort_and_check(headers, source, single_slice_spacing=single_spacing)
+    geometry = sort_and_check(
+        headers, source, single_slice_spacing=single_spacing, repair_tilt=repair_tilt
+    )
     stack, intensity = _stack_pixels(geometry.headers, frame_of, images)
     volume = stack.transpose(2, 1, 0)
     affine = np.array(geometry.affine, dtype=np.float64)
@@ -113,6 +123,10 @@ def read_dicom_series(
         max_spacing_deviation=geometry.max_spacing_deviation,
         multiframe=len(headers) > len(images),
     )
+    if geometry.tilt_degrees:
+        meta["geometry_repair"] = (
+            f"gantry tilt {geometry.tilt_degrees:.2f}° kept as a sheared affine"
+        )
     return volume, affine, meta
 
 
@@ -141,7 +155,7 @@ def _resolve(paths: Sequence[str | Path] | str | Path) -> tuple[list[Path], str,
 def _read_images(files: list[Path], source: str, from_folder: bool) -> list[tuple[Path, Dataset]]:
     """Read every file once; skip (folder) or refuse (list) files that are not DICOM images."""
     images = []
-    skipped = 0
+    skipped = segs = 0
     for path in files:
         try:
             ds = pydicom.dcmread(path)
@@ -157,13 +171,24 @@ def _read_images(files: list[Path], source: str, from_folder: bool) -> list[tupl
                 raise DataError(f"{path}: DICOM file has no pixel data (not an image)")
             skipped += 1
             continue
+        if is_seg_dataset(ds):
+            if not from_folder:
+                raise DataError(
+                    f"{path}: DICOM Segmentation (SEG), not an image of a series; read it on "
+                    "its own with medimg.data.image.read_image"
+                )
+            segs += 1
+            continue
         images.append((path, ds))
-    if skipped:
-        logger.debug("%s: skipped %d file(s) that are not DICOM images", source, skipped)
+    if skipped or segs:
+        logger.debug(
+            "%s: skipped %d file(s) that are not DICOM images and %d SEG(s)", source, skipped, segs
+        )
     if not images:
+        hint = f"; {segs} DICOM SEG file(s): read a SEG file on its own" if segs else ""
         raise DataError(
             f"{source}: no DICOM images in folder ({len(files)} file(s), none a DICOM image "
-            "with pixel data; sub-folders are not read)"
+            f"with pixel data; sub-folders are not read{hint})"
         )
     return images
 
@@ -268,7 +293,9 @@ def _n_frames(ds: Dataset) -> int:
         return int(value or 1)
     except (TypeError, ValueError) as err:
         name = getattr(ds, "filename", None) or "DICOM file"
-        raise DataError(f"{name}: NumberOfFrames (0028,0008) is {value!r}, not a whole number") from err
+        raise DataError(
+            f"{name}: NumberOfFrames (0028,0008) is {value!r}, not a whole number"
+        ) from err
 
 
 def _header(

@@ -83,11 +83,15 @@ class SeriesGeometry:
         headers: The slices sorted by ascending projection of their position on the slice
             normal ``cross(row_dir, col_dir)``.
         affine: Read-only 4x4 float64 affine mapping voxel ``(i, j, k)`` = (column index,
-            row index, sorted slice index) to RAS millimetres.
+            row index, sorted slice index) to RAS millimetres. Its third column is the slice
+            normal times ``slice_spacing``, or for a repaired tilted stack the actual step
+            between consecutive slice positions (a sheared affine).
         shape: ``(columns, rows, slices)``.
         slice_spacing: Mean distance between consecutive slice positions along the normal
             (not SliceThickness); for a single slice, the spacing the caller supplied.
         max_spacing_deviation: Largest difference between one step and ``slice_spacing``, mm.
+        tilt_degrees: Gantry tilt kept in the affine as a shear (0 unless ``repair_tilt``
+            accepted a tilted stack): the angle between the step and the slice normal.
     """
 
     headers: tuple[SliceHeader, ...]
@@ -95,6 +99,7 @@ class SeriesGeometry:
     shape: tuple[int, int, int]
     slice_spacing: float
     max_spacing_deviation: float
+    tilt_degrees: float = 0.0
 
 
 def sort_and_check(
@@ -103,6 +108,7 @@ def sort_and_check(
     tolerance: float = 0.01,
     *,
     single_slice_spacing: float = 1.0,
+    repair_tilt: bool = False,
 ) -> SeriesGeometry:
     """Sort slices along the slice normal and check they form one regular, orthogonal volume.
 
@@ -119,7 +125,12 @@ def sort_and_check(
     The typical step is the median step, or the smallest step when the median is itself about
     a multiple of it (most steps are gaps); a step within ``GAP_RATIO_TOLERANCE`` of k typical
     steps, k >= 2, is a gap of k - 1 missing slices, any other irregular step is non-uniform
-    spacing. Gantry-tilted stacks are refused: resampling them is not supported.
+    spacing. Gantry-tilted stacks are refused unless ``repair_tilt``: then a stack whose
+    positions lie on one straight line off the normal (a constant tilt), with uniform steps
+    and no gaps, is accepted and kept exactly as a sheared affine whose third column is the
+    step between consecutive positions; no resampling is needed, since any consumer that
+    inverts the full 3x3 affine (e.g. :class:`medimg.data.preprocess.VolumePreprocessor`)
+    places it correctly.
 
     Args:
         headers: One header per slice, in any order.
@@ -128,13 +139,15 @@ def sort_and_check(
         tolerance: Relative position tolerance, as a fraction of the voxel size (> 0).
         single_slice_spacing: Third affine column length (mm) for a single-slice series, where
             positions cannot give it (e.g. SpacingBetweenSlices or SliceThickness).
+        repair_tilt: Accept a constant gantry tilt as a sheared affine instead of refusing it.
 
     Returns:
         The sorted headers, affine, shape and spacing.
 
     Raises:
         GeometryError: The headers do not form one volume; the message names ``source``, the
-            files and the specifics (UIDs, gap location, deviation in mm, tilt angle).
+            files and the specifics (UIDs, gap location, deviation in mm, tilt angle). With
+            ``repair_tilt``, a tilt that changes from slice to slice is still refused.
         ValueError: ``tolerance`` or ``single_slice_spacing`` is not positive.
     """
     if not tolerance > 0:
@@ -142,7 +155,7 @@ def sort_and_check(
     if not single_slice_spacing > 0:
         raise ValueError(f"single_slice_spacing must be > 0, got {single_slice_spacing!r}")
     try:
-        return _check(list(headers), tolerance, single_slice_spacing)
+        return _check(list(headers), tolerance, single_slice_spacing, repair_tilt)
     except GeometryError as err:
         raise GeometryError(f"{source}: {err.problem}", err.problem) from None
 
@@ -164,7 +177,9 @@ def series_status(headers: Sequence[SliceHeader]) -> str:
     return "ok"
 
 
-def _check(headers: list[SliceHeader], tolerance: float, single_spacing: float) -> SeriesGeometry:
+def _check(
+    headers: list[SliceHeader], tolerance: float, single_spacing: float, repair_tilt: bool = False
+) -> SeriesGeometry:
     """Run every check and build the geometry; raise GeometryError with a bare problem text."""
     if not headers:
         _fail("no slices")
@@ -179,26 +194,32 @@ def _check(headers: list[SliceHeader], tolerance: float, single_spacing: float) 
     ordered = tuple(headers[i] for i in order)
     positions, along = positions[order], along[order]
     row_sp, col_sp = (float(v) for v in ordered[0].pixel_spacing)
+    tilt = 0.0
     if len(ordered) == 1:
         spacing, deviation = float(single_spacing), 0.0
+        step = normal * spacing
     else:
         steps = np.diff(along)
         typical = _check_duplicates(ordered, along, steps, tolerance)
         in_plane = max(tolerance * min(row_sp, col_sp), MIN_TOLERANCE_MM)
-        _check_tilt(ordered, positions, along, (row_dir, col_dir, normal), in_plane)
+        axes = (row_dir, col_dir, normal)
+        tilted = _check_tilt(ordered, positions, along, axes, in_plane, refuse=not repair_tilt)
         _check_gaps(ordered, along, steps, typical)
         spacing = float(along[-1] - along[0]) / (len(ordered) - 1)
         deviation = float(np.max(np.abs(steps - spacing)))
         _check_uniform(ordered, along, steps, spacing, deviation, tolerance)
+        step = normal * spacing
+        if tilted:
+            step, tilt = _sheared_step(ordered, positions, axes, in_plane)
     lps = np.eye(4)
     lps[:3, 0] = row_dir * col_sp
     lps[:3, 1] = col_dir * row_sp
-    lps[:3, 2] = normal * spacing
+    lps[:3, 2] = step
     lps[:3, 3] = positions[0]
     affine = LPS_TO_RAS @ lps + 0.0
     affine.setflags(write=False)
     shape = (int(ordered[0].columns), int(ordered[0].rows), len(ordered))
-    return SeriesGeometry(ordered, affine, shape, spacing, deviation)
+    return SeriesGeometry(ordered, affine, shape, spacing, deviation, tilt)
 
 
 def _positions(headers: list[SliceHeader]) -> np.ndarray:
@@ -368,23 +389,63 @@ def _check_tilt(
     along: np.ndarray,
     axes: tuple[np.ndarray, np.ndarray, np.ndarray],
     allowed: float,
-) -> None:
-    """Refuse positions more than ``allowed`` mm off the line along the normal (tilt, shear)."""
+    refuse: bool = True,
+) -> bool:
+    """Refuse (or, unless ``refuse``, report) positions over ``allowed`` mm off the normal line.
+
+    Returns:
+        True when the stack is tilted or sheared and ``refuse`` is False; False when it is not.
+    """
     row_dir, col_dir, normal = axes
     offsets = positions - positions[0]
     offsets -= np.outer(along - along[0], normal)
     distance = np.linalg.norm(offsets, axis=1)
     worst = int(np.argmax(distance))
     if distance[worst] <= allowed:
-        return
+        return False
+    if not refuse:
+        return True
     angle = math.degrees(math.atan2(distance[worst], abs(along[worst] - along[0])))
     shift_row, shift_col = offsets[worst] @ row_dir, offsets[worst] @ col_dir
     _fail(
         f"slice positions are not along the slice normal: gantry tilt or sheared stack of "
         f"{angle:.2f}° ({_name(ordered[worst])} is offset {_mm(distance[worst])} mm in-plane: "
         f"{_mm(shift_row)} mm along rows, {_mm(shift_col)} mm along columns, from "
-        f"{_name(ordered[0])}); tilted stacks are refused (no resampling to an orthogonal grid)"
+        f"{_name(ordered[0])}); tilted stacks are refused (no resampling to an orthogonal grid; "
+        "repair_tilt=True keeps a constant tilt as a sheared affine)"
     )
+
+
+def _sheared_step(
+    ordered: tuple[SliceHeader, ...],
+    positions: np.ndarray,
+    axes: tuple[np.ndarray, np.ndarray, np.ndarray],
+    allowed: float,
+) -> tuple[np.ndarray, float]:
+    """Step vector (LPS mm) and tilt angle of a constant tilt; refuse positions off one line.
+
+    Runs after the gap and uniform-step checks, so steps along the normal are already regular;
+    what is left is that the in-plane offset grows by the same amount at every slice.
+    """
+    row_dir, col_dir, normal = axes
+    n = len(ordered)
+    step = (positions[-1] - positions[0]) / (n - 1)
+    off_line = positions - (positions[0] + np.outer(np.arange(n), step))
+    off_line -= np.outer(off_line @ normal, normal)  # steps along the normal were checked
+    distance = np.linalg.norm(off_line, axis=1)
+    worst = int(np.argmax(distance))
+    if distance[worst] > allowed:
+        off = off_line[worst]
+        _fail(
+            f"slice positions are not on one straight line: the in-plane offset between slices "
+            f"is not constant, so the stack is not one gantry tilt ({_name(ordered[worst])} is "
+            f"{_mm(distance[worst])} mm in-plane from the line through the first and last slice: "
+            f"{_mm(off @ row_dir)} mm along rows, {_mm(off @ col_dir)} mm along columns); "
+            "such stacks are refused even with repair_tilt"
+        )
+    along = float(step @ normal)
+    shear = float(np.linalg.norm(step - along * normal))
+    return step, math.degrees(math.atan2(shear, along))
 
 
 def _check_gaps(

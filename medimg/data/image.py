@@ -1,4 +1,4 @@
-"""One entry point that reads a NIfTI file or a DICOM series into an array, a RAS affine and meta."""
+"""One entry point reading NIfTI, a DICOM series or a DICOM SEG into an array, affine and meta."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import numpy as np
 from nibabel.filebasedimages import ImageFileError
 
 from medimg.data.dicom import read_dicom_series
+from medimg.data.dicom_seg import is_dicom_seg, read_dicom_seg
 from medimg.data.errors import DataError
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
@@ -33,30 +34,38 @@ class Image:
     meta: dict[str, Any] = field(default_factory=dict)
 
 
-def read_image(path: Sequence[str | Path] | str | Path) -> Image:
-    """Read a NIfTI file or a DICOM series.
+def read_image(path: Sequence[str | Path] | str | Path, repair_tilt: bool = False) -> Image:
+    """Read a NIfTI file, a DICOM series or a DICOM Segmentation (SEG).
 
     A path ending in ``.nii`` or ``.nii.gz`` is read with nibabel: the array keeps the stored
     axis order; integer data without intensity scaling (label maps, masks) keeps its stored
     integer type, anything else becomes float32 with ``scl_slope``/``scl_inter`` applied. The
     affine is nibabel's best affine: the sform when its code is set, else the qform, else
     nibabel's fallback from the voxel sizes (``meta["affine_source"]`` says which).
-    Anything else (a folder, a single file, or a list of files) is read as one DICOM series
-    with :func:`medimg.data.dicom.read_dicom_series`.
+    A single DICOM file whose header says it is a Segmentation (SOPClassUID or Modality SEG)
+    is read as a label map with :func:`medimg.data.dicom_seg.read_dicom_seg`. Anything else
+    (a folder, a single file, or a list of files) is read as one DICOM series with
+    :func:`medimg.data.dicom.read_dicom_series`.
 
     Args:
-        path: A NIfTI file, a DICOM file or folder, or a list of DICOM files.
+        path: A NIfTI file, a DICOM file or folder, a list of DICOM files, or a SEG file.
+        repair_tilt: Keep a gantry-tilted DICOM series as a sheared affine instead of refusing
+            it (see :func:`medimg.data.geometry.sort_and_check`); no effect on other inputs.
 
     Returns:
-        The image; ``meta["format"]`` is ``"nifti"`` or ``"dicom"``.
+        The image; ``meta["format"]`` is ``"nifti"``, ``"dicom"`` or ``"dicom-seg"``.
 
     Raises:
         DataError: The path does not exist or cannot be read as an image (the message names
-            it), or the DICOM series is unusable (see ``read_dicom_series``).
+            it), the DICOM series is unusable (see ``read_dicom_series``), or the SEG is
+            unusable (see ``read_dicom_seg``).
     """
-    if isinstance(path, (str, Path)) and str(path).lower().endswith(NIFTI_SUFFIXES):
-        return _read_nifti(Path(path))
-    array, affine, meta = read_dicom_series(path)
+    if isinstance(path, (str, Path)):
+        if str(path).lower().endswith(NIFTI_SUFFIXES):
+            return _read_nifti(Path(path))
+        if Path(path).is_file() and is_dicom_seg(path):
+            return Image(*read_dicom_seg(path))
+    array, affine, meta = read_dicom_series(path, repair_tilt=repair_tilt)
     return Image(array=array, affine=affine, meta={"format": "dicom", **meta})
 
 

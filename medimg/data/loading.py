@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import logging
 import warnings
-from collections.abc import Hashable, Mapping
+from collections.abc import Hashable, Mapping, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 from monai import transforms as mt
 from monai.data import MetaTensor
 
 from medimg.data import keys
+from medimg.data.dicom_seg import align_to_grid
 from medimg.data.errors import DataError
 from medimg.data.preprocess import VolumePreprocessor
 from medimg.data.reader import MedimgReader
@@ -22,25 +24,47 @@ logging.getLogger("monai.data.nvimgcodec_pydicom_plugin").setLevel(logging.ERROR
 warnings.filterwarnings("ignore", message="NvImgCodecPydicomReader")
 
 
-def load_steps(with_mask: bool) -> list[mt.Transform]:
+def load_steps(with_mask: bool, repair_tilt: bool = False) -> list[mt.Transform]:
     """MONAI transforms that read ``image`` (DICOM folder or NIfTI) and, optionally, ``mask``.
 
-    Reading goes through :class:`MedimgReader` (strict DICOM geometry) inside MONAI's
-    ``LoadImaged``.
+    Reading goes through :class:`MedimgReader` (strict DICOM geometry) and nothing else (see
+    :class:`StrictLoadImaged`); ``repair_tilt`` keeps gantry-tilted series as sheared affines
+    instead of refusing them. A mask may also be a DICOM SEG file.
 
     A flat list, not a ``Compose``: ``CacheDataset`` caches up to the first randomizable
     transform, and a nested ``Compose`` counts as one.
     """
     read_keys = [keys.IMAGE, keys.MASK] if with_mask else [keys.IMAGE]
     return [
-        mt.LoadImaged(read_keys, reader=MedimgReader(), image_only=True),
+        StrictLoadImaged(read_keys, MedimgReader(repair_tilt=repair_tilt)),
         mt.EnsureChannelFirstd(read_keys),
     ]
 
 
-def load_transform(with_mask: bool) -> mt.Compose:
-    """The reading steps as one callable transform."""
-    return mt.Compose(load_steps(with_mask))
+class StrictLoadImaged(mt.LoadImaged):
+    """``LoadImaged`` whose reader's refusal is final.
+
+    MONAI's ``LoadImaged`` retries a file that its reader refuses with every default reader
+    (pydicom, nibabel, ...), so a series :class:`MedimgReader` refuses (several series,
+    missing slices, gantry tilt, overlapping SEG segments) would be read anyway, by rules
+    medimg does not check. Here only ``reader`` reads, and its ``DataError`` propagates.
+
+    Args:
+        keys: Record keys to read.
+        reader: The reader.
+    """
+
+    def __init__(self, keys: Sequence[str], reader: MedimgReader) -> None:
+        super().__init__(keys, reader=reader, image_only=True)
+        self.reader = reader
+
+    def __call__(self, data: Mapping[Hashable, Any], reader: Any = None) -> dict[Hashable, Any]:
+        return super().__call__(data, reader or self.reader)
+
+
+def load_transform(with_mask: bool, repair_tilt: bool = False) -> mt.Compose:
+    """The reading steps (see :func:`load_steps`) as one callable transform."""
+    return mt.Compose(load_steps(with_mask, repair_tilt))
 
 
 def raw_volume(image: MetaTensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -65,48 +89,47 @@ class PrepareVolumed(mt.MapTransform):
         with torch.no_grad():
             record[keys.IMAGE] = self.preprocessor(image.as_tensor().float(), image.affine)
             if keys.MASK in record and isinstance(record[keys.MASK], MetaTensor):
-                mask = record[keys.MASK]
-                _check_same_grid(image, mask, record.get(keys.CASE_ID))
-                record[keys.MASK] = self.preprocessor.resample_mask(
-                    mask.as_tensor().float(), mask.affine
+                record[keys.MASK] = self._prepare_mask(
+                    image, record[keys.MASK], record.get(keys.CASE_ID)
                 )
         if keys.LABEL in record:
             record[keys.LABEL] = torch.tensor(float(record[keys.LABEL]))
         return record
 
-
-def field_of_view_gap(
-    shape_a: tuple[int, ...],
-    affine_a: torch.Tensor,
-    shape_b: tuple[int, ...],
-    affine_b: torch.Tensor,
-) -> float:
-    """Largest distance (mm) between matching corner voxel centres of two grids."""
-    corners_a = _corner_points(tuple(shape_a), torch.as_tensor(affine_a))
-    corners_b = _corner_points(tuple(shape_b), torch.as_tensor(affine_b))
-    return float((corners_a - corners_b).abs().max())
-
-
-def _corner_points(shape: tuple[int, ...], affine: torch.Tensor) -> torch.Tensor:
-    """World coordinates of the 8 corner voxel centres, sorted so array layout does not matter."""
-    grid = torch.cartesian_prod(*[torch.tensor([0.0, n - 1.0], dtype=torch.float64) for n in shape])
-    points = grid @ affine[:3, :3].T.double() + affine[:3, 3].double()
-    order = sorted(range(len(points)), key=lambda i: tuple(round(v, 1) for v in points[i].tolist()))
-    return points[order]
+    def _prepare_mask(self, image: MetaTensor, mask: MetaTensor, case_id: object) -> torch.Tensor:
+        """The mask on the image's grid, then resampled like the image (nearest neighbour)."""
+        try:
+            aligned = mask_on_image_grid(
+                mask.as_tensor()[0].numpy(),
+                mask.affine.numpy(),
+                tuple(image.shape[1:]),
+                image.affine.numpy(),
+            )
+        except DataError as err:
+            raise DataError(
+                f"case {case_id}: mask geometry differs from image geometry: {err}"
+            ) from err
+        return self.preprocessor.resample_mask(torch.from_numpy(aligned).float(), image.affine)
 
 
-def _check_same_grid(image: MetaTensor, mask: MetaTensor, case_id: object) -> None:
-    """Refuse a mask whose field of view differs from its image's by more than 0.01 mm.
+def mask_on_image_grid(
+    mask: np.ndarray,
+    mask_affine: np.ndarray,
+    image_shape: tuple[int, ...],
+    image_affine: np.ndarray,
+) -> np.ndarray:
+    """The label map copied onto its image's voxel grid (zeros where it does not reach).
 
-    The array layouts may differ (a NIfTI mask and a DICOM series often store axes in another
-    order); what must agree is where the voxel grid sits in the world.
+    The mask's voxels must sit on the image's grid (same spacing and orientation, axes in any
+    order or direction, whole-voxel offsets) and inside it; it may cover only part of the
+    image, like a DICOM SEG that omits empty frames.
+
+    Raises:
+        DataError: the mask's grid is not a sub-grid of the image's.
     """
-    gap = field_of_view_gap(
-        tuple(image.shape[1:]), image.affine, tuple(mask.shape[1:]), mask.affine
+    return align_to_grid(
+        np.asarray(mask),
+        np.asarray(mask_affine, dtype=np.float64),
+        image_shape[:3],
+        np.asarray(image_affine, dtype=np.float64),
     )
-    if gap > 1e-2:
-        raise DataError(
-            f"case {case_id}: mask geometry differs from image geometry "
-            f"(image shape {tuple(image.shape[1:])}, mask shape {tuple(mask.shape[1:])}, "
-            f"corners up to {gap:.2f} mm apart)"
-        )

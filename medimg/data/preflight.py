@@ -10,15 +10,15 @@ import pandas as pd
 from medimg.data import keys
 from medimg.data.errors import DataError
 from medimg.data.image import read_image
-from medimg.data.loading import field_of_view_gap
+from medimg.data.loading import mask_on_image_grid
 
 MAX_SHOWN = 50
 
 
-def check_case(record: dict, task: str) -> list[str]:
+def check_case(record: dict, task: str, repair_tilt: bool = False) -> list[str]:
     """Problems reading one case: its image, and for segmentation its mask and their geometry."""
     try:
-        image = read_image(record[keys.IMAGE])
+        image = read_image(record[keys.IMAGE], repair_tilt=repair_tilt)
     except DataError as err:
         return [f"column 'image': {err}"]
     if task != "segmentation" or not record.get(keys.MASK):
@@ -27,21 +27,23 @@ def check_case(record: dict, task: str) -> list[str]:
         mask = read_image(record[keys.MASK])
     except DataError as err:
         return [f"column 'mask': {err}"]
-    gap = field_of_view_gap(image.array.shape[:3], image.affine, mask.array.shape[:3], mask.affine)
-    if gap > 1e-2:
-        return [
-            f"column 'mask': geometry differs from the image (shapes {image.array.shape[:3]} and "
-            f"{mask.array.shape[:3]}, corners up to {gap:.2f} mm apart)"
-        ]
+    try:
+        mask_on_image_grid(mask.array, mask.affine, image.array.shape, image.affine)
+    except DataError as err:
+        return [f"column 'mask': geometry differs from the image: {err}"]
     return []
 
 
-def _check_row(args: tuple[dict, str]) -> list[str]:
+def _check_row(args: tuple[dict, str, bool]) -> list[str]:
     return check_case(*args)
 
 
 def check_cases(
-    frame: pd.DataFrame, manifest_path: str | Path, task: str, workers: int = 2
+    frame: pd.DataFrame,
+    manifest_path: str | Path,
+    task: str,
+    workers: int = 2,
+    repair_tilt: bool = False,
 ) -> None:
     """Read every case with :func:`read_image` (``workers`` processes) before any training.
 
@@ -49,7 +51,7 @@ def check_cases(
         DataError: one line per problem, ``<manifest> row N (case X): column 'c': problem``.
     """
     records = frame.to_dict("records")
-    jobs = [(record, task) for record in records]
+    jobs = [(record, task, repair_tilt) for record in records]
     if workers > 1 and len(jobs) > 1:
         with ProcessPoolExecutor(workers) as pool:
             results = list(pool.map(_check_row, jobs, chunksize=8))

@@ -20,7 +20,16 @@ class MedimgReader(ImageReader):
 
     Unlike MONAI's ``PydicomReader`` it sorts slices along the slice normal, takes spacing from
     positions, and refuses folders with several series or broken geometry, naming the file.
+    A DICOM SEG file is read as a label map aligned with its source series.
+
+    Args:
+        repair_tilt: Keep gantry-tilted DICOM series as a sheared affine instead of refusing
+            them (see :func:`medimg.data.image.read_image`).
     """
+
+    def __init__(self, repair_tilt: bool = False) -> None:
+        super().__init__()
+        self.repair_tilt = repair_tilt
 
     def verify_suffix(self, filename: Sequence[str | Path] | str | Path) -> bool:
         names = [str(f) for f in ensure_tuple(filename)]
@@ -31,7 +40,9 @@ class MedimgReader(ImageReader):
 
     def read(self, data: Sequence[str | Path] | str | Path, **kwargs: Any) -> Image:
         names = ensure_tuple(data)
-        return read_image(names[0] if len(names) == 1 else list(names))
+        return read_image(
+            names[0] if len(names) == 1 else list(names), repair_tilt=self.repair_tilt
+        )
 
     def get_data(self, img: Image) -> tuple[np.ndarray, dict]:
         meta = {k: v for k, v in img.meta.items() if isinstance(v, (int, float, str, bool))}

@@ -58,7 +58,9 @@ def build_datamodule(cfg: DictConfig) -> tuple[ManifestDataModule, pd.DataFrame]
         (internal_path, internal),
         *((external_paths[n], f) for n, f in external.items()),
     ]:
-        check_cases(frame, path, kind, workers=cfg.data.prepare_workers)
+        check_cases(
+            frame, path, kind, workers=cfg.data.prepare_workers, repair_tilt=cfg.data.repair_tilt
+        )
     split = split_by_patient(
         internal,
         val_fraction=cfg.data.val_fraction,
@@ -87,6 +89,7 @@ def build_datamodule(cfg: DictConfig) -> tuple[ManifestDataModule, pd.DataFrame]
         cache_dir=cfg.data.cache_dir,
         cache_context={"preprocess": OmegaConf.to_container(cfg.preprocess, resolve=True)},
         prepare_workers=cfg.data.prepare_workers,
+        repair_tilt=cfg.data.repair_tilt,
         seed=cfg.seed,
     )
     return datamodule, split

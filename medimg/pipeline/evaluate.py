@@ -61,6 +61,7 @@ def evaluate_run(cfg: DictConfig) -> Path:
         preprocessor=build_preprocessor(run_cfg),
         batch_size=cfg.batch_size,
         prepare_workers=2,
+        repair_tilt=bool(run_cfg.data.get("repair_tilt", False)) or cfg.repair_tilt,
     )
     out_dir = Path(cfg.output_dir) if cfg.output_dir else run_dir / "eval" / name
     trainer = L.Trainer(accelerator="auto", devices=1, logger=False, enable_progress_bar=False)
@@ -88,7 +89,7 @@ def evaluate_exported(cfg: DictConfig) -> Path:
             spacing=tuple(pre["spacing"]), size=tuple(pre["size"]), window=None, fill_value=0.0
         )
     )
-    reader = load_transform(with_mask=kind == "segmentation")
+    reader = load_transform(with_mask=kind == "segmentation", repair_tilt=cfg.repair_tilt)
     outputs = []
     with torch.no_grad():
         for record in frame.to_dict("records"):

@@ -42,7 +42,7 @@ def raw_inputs(
     datamodule: ManifestDataModule, name: str
 ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
     """Volumes in native geometry and their affines, for every case of set ``name``."""
-    reader = load_transform(with_mask=False)
+    reader = load_transform(with_mask=False, repair_tilt=datamodule.repair_tilt)
     volumes, affines = [], []
     for record in datamodule.records(name):
         volume, affine = raw_volume(reader({"image": record["image"]})["image"])

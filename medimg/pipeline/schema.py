@@ -18,6 +18,7 @@ class DataSchema:
     cache_dir: str | None = None
     prepare_workers: int = 2
     check_content_leakage: bool = True
+    repair_tilt: bool = False
     val_fraction: float = 0.15
     test_fraction: float = 0.2
 
@@ -108,6 +109,7 @@ class EvaluateSchema:
     checkpoint: str = "best"
     batch_size: int = 8
     output_dir: str | None = None
+    repair_tilt: bool = False
 
 
 def register_schemas() -> None:

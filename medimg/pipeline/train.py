@@ -23,7 +23,7 @@ from medimg.tracking import finish_loggers
 
 log = logging.getLogger(__name__)
 # Keys left out of what trackers receive: local paths and data locations.
-PRIVATE_KEYS = ("paths", "data.source", "ckpt_path")
+PRIVATE_KEYS = ("paths", "data.source", "data.cache_dir", "ckpt_path")
 
 
 def _instantiate_all(node: DictConfig | None) -> list:
