@@ -38,6 +38,7 @@ test: env sysdeps lint
 
 bench: env
 	$(PY) benchmarks/bench_train_loop.py
+	$(PY) benchmarks/bench_data_layer.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
