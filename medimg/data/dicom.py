@@ -9,7 +9,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import nibabel.orientations as nio
 import numpy as np
 import pydicom
 from pydicom.datadict import tag_for_keyword
@@ -20,7 +19,7 @@ from pydicom.uid import UID
 
 from medimg.data.dicom_seg import is_seg_dataset
 from medimg.data.errors import DataError
-from medimg.data.geometry import LPS_TO_RAS, SliceHeader, sort_and_check
+from medimg.data.geometry import LPS_TO_RAS, SliceHeader, affine_axis_codes, sort_and_check
 
 logger = logging.getLogger(__name__)
 
@@ -532,7 +531,7 @@ def _common_meta(
         "manufacturer": str(first.get("Manufacturer", "")),
         "shape": [int(v) for v in volume.shape],
         "n_slices": int(volume.shape[2]),
-        "orientation": "".join(nio.aff2axcodes(affine)),
+        "orientation": affine_axis_codes(affine),
         "photometric": ", ".join(photometric),
         "rescale_type": _rescale_type(first),
         "transfer_syntax": ", ".join(syntaxes),

@@ -490,3 +490,13 @@ def _check_uniform(
         f"between slice {worst} ({_name(ordered[worst])} at {_mm(along[worst])} mm) and slice "
         f"{worst + 1} ({_name(ordered[worst + 1])} at {_mm(along[worst + 1])} mm)"
     )
+
+
+def affine_axis_codes(affine: np.ndarray) -> str:
+    """Where each voxel axis points, as RAS letters (nibabel's ``aff2axcodes`` at a fraction of the cost)."""
+    letters = (("L", "R"), ("P", "A"), ("I", "S"))
+    codes = []
+    for column in np.asarray(affine, dtype=np.float64)[:3, :3].T:
+        axis = int(np.argmax(np.abs(column)))
+        codes.append(letters[axis][int(column[axis] > 0)])
+    return "".join(codes)

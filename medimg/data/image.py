@@ -8,13 +8,13 @@ from pathlib import Path
 from typing import Any
 
 import nibabel as nib
-import nibabel.orientations as nio
 import numpy as np
 from nibabel.filebasedimages import ImageFileError
 
 from medimg.data.dicom import read_dicom_series
 from medimg.data.dicom_seg import is_dicom_seg, read_dicom_seg
 from medimg.data.errors import DataError
+from medimg.data.geometry import affine_axis_codes
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 
@@ -92,7 +92,7 @@ def _read_nifti(path: Path) -> Image:
         "shape": [int(v) for v in array.shape],
         "dtype": str(array.dtype),
         "spacing": zooms,
-        "orientation": "".join(str(c) for c in nio.aff2axcodes(affine)),
+        "orientation": affine_axis_codes(affine),
         "affine_source": _affine_source(header),
     }
     return Image(array=array, affine=affine, meta=meta)
