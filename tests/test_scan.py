@@ -11,7 +11,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pydicom
 import pytest
 from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset, FileMetaDataset
@@ -177,17 +176,18 @@ def test_results_are_deterministic_and_parallel_equals_serial(tree: Path, monkey
 
 
 class _CountReads:
-    """Counts pydicom.dcmread calls made in this process."""
+    """Counts DICOM header reads (fast path or pydicom) made in this process."""
 
     def __init__(self, monkeypatch) -> None:
         self.calls = 0
-        real = pydicom.dcmread
+        real = scan._read_header
 
-        def counting(*args, **kwargs):
-            self.calls += 1
-            return real(*args, **kwargs)
+        def counting(path):
+            header = real(path)
+            self.calls += header is not None
+            return header
 
-        monkeypatch.setattr(pydicom, "dcmread", counting)
+        monkeypatch.setattr(scan, "_read_header", counting)
 
 
 def test_rescan_reads_only_changed_files(tree: Path, monkeypatch) -> None:

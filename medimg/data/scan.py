@@ -25,6 +25,7 @@ from pydicom.errors import InvalidDicomError
 from pydicom.multival import MultiValue
 from pydicom.uid import DeflatedExplicitVRLittleEndian
 
+from medimg.data.dicom_header import read_header_fast
 from medimg.data.geometry import SliceHeader, series_status
 from medimg.files import write_atomic
 
@@ -306,6 +307,9 @@ def _read_chunk(root: str, rels: list[str]) -> list[dict[str, Any] | None]:
 
 def _read_header(path: str) -> dict[str, Any] | None:
     """Header fields of one file; None when it is not DICOM, ``{'error': ...}`` when broken."""
+    fast = read_header_fast(path)  # plain little-endian files, same fields without pydicom
+    if fast is not None:
+        return fast
     try:
         with open(path, "rb") as handle:
             if handle.read(132)[128:] != b"DICM":
