@@ -40,3 +40,29 @@ def test_stratified_by_label():
 def test_bad_fractions(val, test):
     with pytest.raises(ValueError, match="val_fraction and test_fraction"):
         split_by_patient(_frame(), val, test, seed=0)
+
+
+@pytest.mark.slow
+def test_cross_validation_fold_is_the_val_split_and_is_written_into_the_run(tmp_path, data_dir):
+    from tests.conftest import run_dir_of, run_script, train_overrides
+
+    def splits(*extra):
+        overrides = train_overrides(
+            tmp_path,
+            data_dir,
+            "export.enabled=false",
+            "logger=csv",
+            "trainer.limit_train_batches=0.25",
+            *extra,
+        )
+        return pd.read_csv(run_dir_of(run_script("train", *overrides, tmp=tmp_path)) / "splits.csv")
+
+    holdout = splits()
+    fold1 = splits("data.fold=1", "data.n_folds=3")
+    assert set(fold1.loc[fold1["split"] == "test", "case_id"]) == set(
+        holdout.loc[holdout["split"] == "test", "case_id"]
+    )
+    rest = fold1[fold1["split"] != "test"]
+    assert set(rest["fold"].astype(int)) == {0, 1, 2}
+    assert (rest["split"] == "val").eq(rest["fold"].astype(int) == 1).all()
+    assert rest.groupby("patient_id")["fold"].nunique().max() == 1

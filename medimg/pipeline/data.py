@@ -15,7 +15,7 @@ from medimg.data.leakage import check_leakage, sets_by_split
 from medimg.data.manifest import load_manifest
 from medimg.data.preflight import check_cases
 from medimg.data.sources import write_manifest
-from medimg.data.splits import split_by_patient
+from medimg.data.splits import kfold_by_patient, split_by_patient
 from medimg.pipeline.build import build_augmentation, build_preprocessor, task_kind
 
 log = logging.getLogger(__name__)
@@ -61,13 +61,16 @@ def build_datamodule(cfg: DictConfig) -> tuple[ManifestDataModule, pd.DataFrame]
         check_cases(
             frame, path, kind, workers=cfg.data.prepare_workers, repair_tilt=cfg.data.repair_tilt
         )
+    stratify = keys.LABEL if kind == "classification" else None
     split = split_by_patient(
         internal,
         val_fraction=cfg.data.val_fraction,
         test_fraction=cfg.data.test_fraction,
         seed=cfg.seed,
-        stratify=keys.LABEL if kind == "classification" else None,
+        stratify=stratify,
     )
+    if cfg.data.fold is not None:
+        split = _cross_validation_fold(split, cfg.data.fold, cfg.data.n_folds, cfg.seed, stratify)
     # No patient, study or identical image may sit in two of train/val/test/external.
     check_leakage({**sets_by_split(split), **external}, content_hash=cfg.data.check_content_leakage)
     counts = split["split"].value_counts().to_dict()
@@ -93,6 +96,21 @@ def build_datamodule(cfg: DictConfig) -> tuple[ManifestDataModule, pd.DataFrame]
         seed=cfg.seed,
     )
     return datamodule, split
+
+
+def _cross_validation_fold(
+    split: pd.DataFrame, fold: int, n_folds: int, seed: int, stratify: str | None
+) -> pd.DataFrame:
+    """Keep the test patients; make fold ``fold`` of a patient k-fold of the rest the val split."""
+    if not 0 <= fold < n_folds:
+        raise ValueError(f"data.fold must be in [0, data.n_folds={n_folds}), got {fold}")
+    rest = split[split["split"] != "test"]
+    folds = kfold_by_patient(rest, n_folds=n_folds, seed=seed, stratify=stratify)
+    out = split.copy()
+    out["fold"] = pd.NA
+    out.loc[rest.index, "fold"] = folds["fold"]
+    out.loc[rest.index, "split"] = ["val" if f == fold else "train" for f in folds["fold"]]
+    return out
 
 
 AGE_BANDS = [0, 40, 60, 200]

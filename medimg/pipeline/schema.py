@@ -19,6 +19,8 @@ class DataSchema:
     prepare_workers: int = 2
     check_content_leakage: bool = True
     repair_tilt: bool = False
+    fold: int | None = None
+    n_folds: int = 5
     val_fraction: float = 0.15
     test_fraction: float = 0.2
 

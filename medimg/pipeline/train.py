@@ -113,7 +113,9 @@ def train(cfg: DictConfig) -> Path:
     datamodule, split = build_datamodule(cfg)
     write_atomic(
         run_dir / "splits.csv",
-        lambda tmp: split[["case_id", "patient_id", "split"]].to_csv(tmp, index=False),
+        lambda tmp: split[
+            [c for c in ("case_id", "patient_id", "split", "fold") if c in split]
+        ].to_csv(tmp, index=False),
     )
     task = build_task(cfg)
     loggers = _instantiate_all(cfg.logger)
