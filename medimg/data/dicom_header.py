@@ -8,6 +8,7 @@ import struct
 from typing import Any
 
 from pydicom.datadict import dictionary_VR, tag_for_keyword
+from pydicom.multival import MultiValue
 from pydicom.uid import UID, AllTransferSyntaxes
 
 _CHUNK = 16384  # first read; the header of a typical slice fits
@@ -319,16 +320,16 @@ def _fields(kept: dict[int, tuple[bytes | None, bytes]], image: bool) -> dict[st
         else:  # UI, CS, DS, IS: plain ASCII, decoded like scan.py's _value
             text = raw.decode("ascii", "replace").strip(" \0")
             values[keyword] = text.split("\\") if "\\" in text else text
-    rows, columns = _int(values["Rows"]), _int(values["Columns"])
+    rows, columns = as_int(values["Rows"]), as_int(values["Columns"])
     if not image and rows and columns:
         return None  # truncated (or deflated): pydicom's path reports it
     plane = [
-        _floats(values["ImagePositionPatient"], 3),
-        _floats(values["ImageOrientationPatient"], 6),
-        _floats(values["PixelSpacing"], 2),
+        as_floats(values["ImagePositionPatient"], 3),
+        as_floats(values["ImageOrientationPatient"], 6),
+        as_floats(values["PixelSpacing"], 2),
     ]
     if plane[0] is None and plane[2] is None:
-        plane[2] = _floats(values["ImagerPixelSpacing"], 2)
+        plane[2] = as_floats(values["ImagerPixelSpacing"], 2)
     return {
         "patient_id": _text(values["PatientID"]),
         "study_uid": _text(values["StudyInstanceUID"]),
@@ -338,8 +339,8 @@ def _fields(kept: dict[int, tuple[bytes | None, bytes]], image: bool) -> dict[st
         "image": image,
         "rows": rows,
         "columns": columns,
-        "instance_number": _int(values["InstanceNumber"]),
-        "frames": _int(values["NumberOfFrames"]) or 1,
+        "instance_number": as_int(values["InstanceNumber"]),
+        "frames": as_int(values["NumberOfFrames"]) or 1,
         "per_frame": False,
         "planes": [plane],
     }
@@ -350,11 +351,11 @@ def _text(value: Any) -> str:
     return str(value or "").strip()
 
 
-def _floats(value: Any, count: int) -> list[float] | None:
-    """A numeric value as exactly ``count`` finite floats, or None (as scan.py's ``_floats``)."""
+def as_floats(value: Any, count: int) -> list[float] | None:
+    """A numeric element as exactly ``count`` finite floats, or None (scan.py uses it too)."""
     if value is None or value == "":
         return None
-    values = value if isinstance(value, list) else [value]
+    values = list(value) if isinstance(value, (list, tuple, MultiValue)) else [value]
     try:
         numbers = [float(v) for v in values]
     except (TypeError, ValueError):
@@ -362,8 +363,8 @@ def _floats(value: Any, count: int) -> list[float] | None:
     return numbers if len(numbers) == count and all(map(math.isfinite, numbers)) else None
 
 
-def _int(value: Any) -> int | None:
-    """An integer value as an int, or None (as scan.py's ``_int``)."""
+def as_int(value: Any) -> int | None:
+    """An integer element as an int, or None (scan.py uses it too)."""
     try:
         return int(value) if value not in (None, "") else None
     except (TypeError, ValueError):

@@ -22,10 +22,9 @@ import pydicom
 from pydicom.datadict import dictionary_VR, tag_for_keyword
 from pydicom.dataelem import RawDataElement
 from pydicom.errors import InvalidDicomError
-from pydicom.multival import MultiValue
 from pydicom.uid import DeflatedExplicitVRLittleEndian
 
-from medimg.data.dicom_header import read_header_fast
+from medimg.data.dicom_header import as_floats, as_int, read_header_fast
 from medimg.data.geometry import SliceHeader, series_status
 from medimg.files import write_atomic
 
@@ -343,10 +342,10 @@ def _fields(ds: pydicom.Dataset, image: bool) -> dict[str, Any]:
         "modality": _text(ds, "Modality"),
         "manufacturer": _text(ds, "Manufacturer"),
         "image": image,
-        "rows": _int(_value(ds, "Rows")),
-        "columns": _int(_value(ds, "Columns")),
-        "instance_number": _int(_value(ds, "InstanceNumber")),
-        "frames": _int(_value(ds, "NumberOfFrames")) or 1,
+        "rows": as_int(_value(ds, "Rows")),
+        "columns": as_int(_value(ds, "Columns")),
+        "instance_number": as_int(_value(ds, "InstanceNumber")),
+        "frames": as_int(_value(ds, "NumberOfFrames")) or 1,
         "per_frame": bool(per_frame),
         "planes": planes,
     }
@@ -356,9 +355,9 @@ def _plane(ds: pydicom.Dataset, frame: Any, shared: Any) -> list[list[float] | N
     """[position, orientation, pixel spacing] of a slice, or of a frame when ``frame`` is set."""
     if frame is not None:
         return [_group_value(frame, shared, seq, kw, n) for kw, seq, n in _PLANE]
-    plane = [_floats(_value(ds, keyword), count) for keyword, _, count in _PLANE]
+    plane = [as_floats(_value(ds, keyword), count) for keyword, _, count in _PLANE]
     if plane[0] is None and plane[2] is None:
-        plane[2] = _floats(_value(ds, "ImagerPixelSpacing"), 2)  # projection radiograph
+        plane[2] = as_floats(_value(ds, "ImagerPixelSpacing"), 2)  # projection radiograph
     return plane
 
 
@@ -367,7 +366,7 @@ def _group_value(frame: Any, shared: Any, sequence: str, keyword: str, count: in
     for groups in (frame, shared):
         items = groups.get(sequence) if groups is not None else None
         if items:
-            return _floats(items[0].get(keyword), count)
+            return as_floats(items[0].get(keyword), count)
     return None
 
 
@@ -392,26 +391,6 @@ def _value(ds: pydicom.Dataset, keyword: str) -> Any:
 def _text(ds: pydicom.Dataset, keyword: str) -> str:
     """A string element, '' when absent or empty."""
     return str(_value(ds, keyword) or "").strip()
-
-
-def _floats(value: Any, count: int) -> list[float] | None:
-    """A numeric element as exactly ``count`` finite floats, or None."""
-    if value is None or value == "":
-        return None
-    values = list(value) if isinstance(value, (list, tuple, MultiValue)) else [value]
-    try:
-        numbers = [float(v) for v in values]
-    except (TypeError, ValueError):
-        return None
-    return numbers if len(numbers) == count and all(map(math.isfinite, numbers)) else None
-
-
-def _int(value: Any) -> int | None:
-    """An integer element as an int, or None."""
-    try:
-        return int(value) if value not in (None, "") else None
-    except (TypeError, ValueError):
-        return None
 
 
 def _is_deflated(ds: pydicom.Dataset) -> bool:
