@@ -24,6 +24,24 @@ def _empty_series(tmp_path):
     return folder
 
 
+def _refused_run(tmp_path, *sources):
+    """Train on user manifests; the run must stop with exit 2, no traceback and no checkpoint."""
+    result = run_script(
+        "train",
+        "data=manifest",
+        *sources,
+        f"paths.runs_dir={tmp_path / 'runs'}",
+        "logger=csv",
+        tmp=tmp_path,
+        check=False,
+        timeout=120,
+    )
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    assert not list((tmp_path / "runs").rglob("*.ckpt"))
+    return result
+
+
 CASES = {
     "missing file": (
         lambda f, t: f.assign(image=[str(t / "gone")] + list(f["image"][1:])),
@@ -44,20 +62,8 @@ CASES = {
 def test_bad_manifest_stops_before_training(case, manifests, tmp_path):
     edit, expected = CASES[case]
     path = _manifest(manifests, tmp_path, lambda f: edit(f, tmp_path))
-    result = run_script(
-        "train",
-        "data=manifest",
-        f"data.source.internal={path}",
-        f"paths.runs_dir={tmp_path / 'runs'}",
-        "logger=csv",
-        tmp=tmp_path,
-        check=False,
-        timeout=120,
-    )
-    assert result.returncode == 2, result.stderr[-2000:]
+    result = _refused_run(tmp_path, f"data.source.internal={path}")
     assert expected(tmp_path) in result.stderr
-    assert "Traceback" not in result.stderr
-    assert not list((tmp_path / "runs").rglob("*.ckpt"))
     assert not list((tmp_path / "runs").rglob("metrics.csv"))
 
 
@@ -65,17 +71,9 @@ def test_external_set_sharing_patients_with_training_is_refused(manifests, tmp_p
     frame = read_manifest(manifests["internal"], ["case_id", "patient_id", "image"])
     external = tmp_path / "leaky_external.csv"
     frame.iloc[:3].assign(case_id=lambda f: "X" + f["case_id"]).to_csv(external, index=False)
-    result = run_script(
-        "train",
-        "data=manifest",
+    result = _refused_run(
+        tmp_path,
         f"data.source.internal={manifests['internal']}",
         f"+data.source.external.leaky={external}",
-        f"paths.runs_dir={tmp_path / 'runs'}",
-        "logger=csv",
-        tmp=tmp_path,
-        check=False,
-        timeout=120,
     )
-    assert result.returncode == 2, result.stderr[-2000:]
     assert "patient_id" in result.stderr and "leaky" in result.stderr
-    assert not list((tmp_path / "runs").rglob("*.ckpt"))
