@@ -34,8 +34,10 @@ class ContentKey:
         for key in (keys.IMAGE, keys.MASK):
             if record.get(key):
                 parts[key] = content_digest(record[key])
-        if keys.LABEL in record:
-            parts[keys.LABEL] = str(record[keys.LABEL])
+        for key in (keys.LABEL, keys.COVARIATES):
+            if key in record:
+                value = record[key]
+                parts[key] = str(value.tolist() if hasattr(value, "tolist") else value)
         parts[keys.CASE_ID] = str(record.get(keys.CASE_ID))
         text = json.dumps(parts, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest().encode()

@@ -17,7 +17,7 @@ from medimg.data.cache import ContentKey
 from medimg.data.loading import PrepareVolumed, load_steps
 from medimg.data.preprocess import VolumePreprocessor
 
-RECORD_COLUMNS = (keys.CASE_ID, keys.IMAGE, keys.LABEL, keys.MASK)
+RECORD_COLUMNS = (keys.CASE_ID, keys.IMAGE, keys.LABEL, keys.MASK, keys.COVARIATES)
 
 
 class ManifestDataModule(L.LightningDataModule):
@@ -93,7 +93,13 @@ class ManifestDataModule(L.LightningDataModule):
         columns = [c for c in RECORD_COLUMNS if c in frame.columns]
         if not self.with_mask:
             columns = [c for c in columns if c != keys.MASK]
-        return frame[columns].to_dict("records")
+        records = frame[columns].to_dict("records")
+        for record in records:
+            if keys.COVARIATES in record:
+                record[keys.COVARIATES] = torch.as_tensor(
+                    record[keys.COVARIATES], dtype=torch.float32
+                )
+        return records
 
     def _deterministic(self) -> list:
         return [*load_steps(self.with_mask, self.repair_tilt), PrepareVolumed(self.preprocessor)]

@@ -93,7 +93,7 @@ class PrepareVolumed(mt.MapTransform):
                     image, record[keys.MASK], record.get(keys.CASE_ID)
                 )
         if keys.LABEL in record:
-            record[keys.LABEL] = torch.tensor(float(record[keys.LABEL]))
+            record[keys.LABEL] = torch.as_tensor(record[keys.LABEL], dtype=torch.float32)
         return record
 
     def _prepare_mask(self, image: MetaTensor, mask: MetaTensor, case_id: object) -> torch.Tensor:

@@ -9,20 +9,27 @@ import pandas as pd
 
 from medimg.data import keys
 from medimg.data.errors import DataError
+from medimg.data.targets import StudyColumns, map_columns, target_problems
 
 BASE_COLUMNS = (keys.CASE_ID, keys.PATIENT_ID, keys.IMAGE)
-TASK_COLUMNS = {"classification": (keys.LABEL,), "segmentation": (keys.MASK,)}
+TASK_COLUMNS = {
+    "classification": (keys.LABEL,),
+    "segmentation": (keys.MASK,),
+    "regression": (keys.LABEL,),
+}
 PATH_COLUMNS = (keys.IMAGE, keys.MASK)
 
 
 def required_columns(task: str) -> tuple[str, ...]:
-    """Columns a manifest needs for ``task`` (``classification`` or ``segmentation``)."""
+    """Columns a manifest needs for ``task`` (``classification``, ``segmentation``, ``regression``)."""
     if task not in TASK_COLUMNS:
         raise ValueError(f"task must be one of {sorted(TASK_COLUMNS)}, got {task!r}")
     return BASE_COLUMNS + TASK_COLUMNS[task]
 
 
-def read_manifest(path: str | Path, columns: Sequence[str]) -> pd.DataFrame:
+def read_manifest(
+    path: str | Path, columns: Sequence[str], extra_paths: Sequence[str] = ()
+) -> pd.DataFrame:
     """Read a manifest CSV, check its columns and resolve relative paths against its folder.
 
     Args:
@@ -51,7 +58,7 @@ def read_manifest(path: str | Path, columns: Sequence[str]) -> pd.DataFrame:
     if dupes:
         raise DataError(f"{path}: column 'case_id' has repeated values {dupes[:5]}")
     root = path.parent.resolve()
-    for column in PATH_COLUMNS:
+    for column in dict.fromkeys([*PATH_COLUMNS, *extra_paths]):
         if column in frame.columns:
             frame[column] = [_resolve(root, value) for value in frame[column]]
     return frame
@@ -91,39 +98,50 @@ def check_image_path(value: str | None) -> str | None:
     return None
 
 
-def preflight(frame: pd.DataFrame, manifest_path: str | Path, task: str) -> None:
+def preflight(
+    frame: pd.DataFrame,
+    manifest_path: str | Path,
+    task: str,
+    columns: StudyColumns | None = None,
+) -> None:
     """Check every case before training and report all problems at once.
 
     Raises:
         DataError: listing each bad row as ``<manifest> row N (case X): column 'c': problem``.
     """
-    problems: list[str] = []
+    columns = columns or StudyColumns()
+    problems = [f"{manifest_path} {p}" for p in target_problems(frame, columns, task)]
+    mask_column = columns.mask if columns.mask in frame.columns else keys.MASK
     for row_number, row in enumerate(frame.itertuples(index=False), start=2):
         record = row._asdict()
         prefix = f"{manifest_path} row {row_number} (case {record[keys.CASE_ID]})"
-        for column in PATH_COLUMNS:
-            if column not in record or (column == keys.MASK and task != "segmentation"):
+        checked = [keys.IMAGE] + ([mask_column] if task == "segmentation" else [])
+        for column in checked:
+            if column not in record:
                 continue
             problem = check_image_path(record[column])
             if problem:
                 problems.append(f"{prefix}: column '{column}': {problem}")
-        if task == "classification":
-            label = record[keys.LABEL]
-            if pd.isna(label) or float(label) != int(float(label)) or int(float(label)) < 0:
-                problems.append(
-                    f"{prefix}: column 'label': expected an integer class >= 0, got {label!r}"
-                )
     if problems:
         shown = "\n  ".join(problems[:50])
         more = f"\n  … and {len(problems) - 50} more" if len(problems) > 50 else ""
         raise DataError(f"{len(problems)} problem(s) in {manifest_path}:\n  {shown}{more}")
 
 
-def load_manifest(path: str | Path, task: str) -> pd.DataFrame:
-    """Read, validate and preflight-check a manifest for ``task``."""
-    frame = read_manifest(path, required_columns(task))
-    preflight(frame, path, task)
-    return frame
+def load_manifest(path: str | Path, task: str, columns: StudyColumns | None = None) -> pd.DataFrame:
+    """Read, validate and preflight-check a manifest for ``task``.
+
+    Args:
+        path: the CSV file.
+        task: ``classification``, ``segmentation`` or ``regression``.
+        columns: the study's target/mask/covariate columns (default ``label`` and ``mask``);
+            they are mapped onto ``label``/``mask`` in the returned table.
+    """
+    columns = columns or StudyColumns()
+    required_columns(task)
+    frame = read_manifest(path, columns.source_columns(task), extra_paths=[columns.mask])
+    preflight(frame, path, task, columns)
+    return map_columns(frame, columns, task)
 
 
 def manifest_paths(internal: str, external: dict[str, str] | None = None) -> dict[str, object]:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import inspect
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
+from torch import nn
 
 from medimg.data.augment import AugmentationPreset
 from medimg.data.preprocess import PreprocessConfig, VolumePreprocessor
@@ -20,7 +22,7 @@ def task_class(cfg: DictConfig) -> type[BaseTask]:
 
 
 def task_kind(cfg: DictConfig) -> str:
-    """``classification`` or ``segmentation``: what the task reads and how it is evaluated."""
+    """``classification``, ``segmentation`` or ``regression``: what the task reads and reports."""
     return task_class(cfg).kind
 
 
@@ -50,31 +52,52 @@ def _scheduler(cfg: DictConfig) -> partial | None:
     return instantiate(node)
 
 
-def build_task(cfg: DictConfig) -> BaseTask:
-    """The task with a freshly built network injected (weights not loaded)."""
+def task_arguments(cfg: DictConfig) -> dict[str, Any]:
+    """``cfg.task`` without ``_target_``, keeping only what the task's class accepts.
+
+    The task schema is shared by every task (e.g. ``inference`` is a segmentation setting and
+    ``monitor_mode`` is read by the callbacks), so keys a class does not take are left out.
+    """
+    accepted = inspect.signature(task_class(cfg).__init__).parameters
+    args = OmegaConf.to_container(cfg.task, resolve=True)
+    return {k: v for k, v in args.items() if k != "_target_" and k in accepted}
+
+
+def build_net(cfg: DictConfig) -> nn.Module:
+    """The network from ``cfg.net``, initialised from ``cfg.init`` when a weight file is given."""
     net = instantiate(cfg.net)
-    return instantiate(
-        cfg.task,
-        net=net,
+    init = cfg.get("init")
+    if init is not None and (init.weights or init.freeze_encoder):
+        from medimg.nets.init import apply_init
+
+        apply_init(
+            net,
+            weights=init.weights,
+            strict=init.strict,
+            freeze_encoder=init.freeze_encoder,
+            head=None if init.head is None else list(init.head),
+        )
+    return net
+
+
+def build_task(cfg: DictConfig, net: nn.Module | None = None) -> BaseTask:
+    """The task with a freshly built (or the given) network injected (weights not loaded)."""
+    return task_class(cfg)(
+        net=build_net(cfg) if net is None else net,
         optimizer=instantiate(cfg.optimizer),
         scheduler=_scheduler(cfg),
-        _convert_="all",
+        **task_arguments(cfg),
     )
 
 
 def load_task(cfg: DictConfig, checkpoint: str | Path) -> BaseTask:
     """Rebuild the task from a run's config and load a checkpoint (``weights_only=True``)."""
-    net = instantiate(cfg.net)
-    cls = task_class(cfg)
-    task_args: dict[str, Any] = {
-        k: v for k, v in OmegaConf.to_container(cfg.task, resolve=True).items() if k != "_target_"
-    }
-    return cls.load_from_checkpoint(
+    return task_class(cfg).load_from_checkpoint(
         str(checkpoint),
         map_location="cpu",
         weights_only=True,
-        net=net,
+        net=instantiate(cfg.net),
         optimizer=instantiate(cfg.optimizer),
         scheduler=_scheduler(cfg),
-        **task_args,
+        **task_arguments(cfg),
     )

@@ -16,6 +16,7 @@ from medimg.data.manifest import load_manifest
 from medimg.data.preflight import check_cases
 from medimg.data.sources import write_manifest
 from medimg.data.splits import kfold_by_patient, split_by_patient
+from medimg.data.targets import CovariateCoding, StudyColumns, strata
 from medimg.pipeline.build import build_augmentation, build_preprocessor, task_kind
 
 log = logging.getLogger(__name__)
@@ -44,6 +45,25 @@ def _as_path(source: object, target: Path) -> Path:
     return Path(source)
 
 
+def study_columns(cfg: DictConfig) -> StudyColumns:
+    """The study's target, mask and covariate columns, from ``cfg.data``."""
+    label = cfg.data.get("label_column", "label")
+    return StudyColumns(
+        label=label if isinstance(label, str) else list(label),
+        mask=cfg.data.get("mask_column", "mask"),
+        covariates=list(cfg.data.get("covariates") or []),
+    )
+
+
+def attach_covariates(
+    frames: dict[str, pd.DataFrame], coding: CovariateCoding, sources: dict[str, Path]
+) -> None:
+    """Add a ``covariates`` column (one float vector per case, NaN = missing) to each frame."""
+    for name, frame in frames.items():
+        matrix = coding.transform(frame, sources[name])
+        frame[keys.COVARIATES] = list(matrix)
+
+
 def build_datamodule(cfg: DictConfig) -> tuple[ManifestDataModule, pd.DataFrame]:
     """Read and preflight every manifest, split the internal one by patient, build the module.
 
@@ -51,9 +71,10 @@ def build_datamodule(cfg: DictConfig) -> tuple[ManifestDataModule, pd.DataFrame]
         The datamodule and the internal manifest with its ``split`` column.
     """
     kind = task_kind(cfg)
+    columns = study_columns(cfg)
     internal_path, external_paths = resolve_sources(cfg)
-    internal = load_manifest(internal_path, kind)
-    external = {name: load_manifest(path, kind) for name, path in external_paths.items()}
+    internal = load_manifest(internal_path, kind, columns)
+    external = {name: load_manifest(path, kind, columns) for name, path in external_paths.items()}
     for path, frame in [
         (internal_path, internal),
         *((external_paths[n], f) for n, f in external.items()),
@@ -61,7 +82,11 @@ def build_datamodule(cfg: DictConfig) -> tuple[ManifestDataModule, pd.DataFrame]
         check_cases(
             frame, path, kind, workers=cfg.data.prepare_workers, repair_tilt=cfg.data.repair_tilt
         )
-    stratify = keys.LABEL if kind == "classification" else None
+    stratum = strata(internal, kind, columns.multilabel)
+    stratify = None
+    if stratum is not None:
+        internal = internal.assign(stratum=stratum)
+        stratify = "stratum"
     split = split_by_patient(
         internal,
         val_fraction=cfg.data.val_fraction,
@@ -73,6 +98,13 @@ def build_datamodule(cfg: DictConfig) -> tuple[ManifestDataModule, pd.DataFrame]
         split = _cross_validation_fold(split, cfg.data.fold, cfg.data.n_folds, cfg.seed, stratify)
     # No patient, study or identical image may sit in two of train/val/test/external.
     check_leakage({**sets_by_split(split), **external}, content_hash=cfg.data.check_content_leakage)
+    if columns.covariates:
+        coding = CovariateCoding.fit(
+            split[split["split"] == "train"], columns.covariates, internal_path
+        )
+        attach_covariates(
+            {"internal": split, **external}, coding, {"internal": internal_path, **external_paths}
+        )
     counts = split["split"].value_counts().to_dict()
     log.info(
         "split by patient (seed %d): %s; external sets: %s",
@@ -120,8 +152,11 @@ AGE_LABELS = ["<40", "40-59", ">=60"]
 def data_summary(frame: pd.DataFrame) -> dict:
     """Counts per split, site, sex and age band (no identifiers), for the model card."""
     summary: dict = {"cases": int(len(frame)), "patients": int(frame[keys.PATIENT_ID].nunique())}
-    if keys.LABEL in frame:
-        summary["positives"] = int((frame[keys.LABEL] > 0).sum())
+    labels = frame[keys.LABEL] if keys.LABEL in frame else pd.Series(dtype=float)
+    if len(labels) and isinstance(labels.iloc[0], list):
+        summary["positives_per_label"] = [int(v) for v in pd.DataFrame(labels.tolist()).sum()]
+    elif len(labels) and set(pd.unique(labels)) <= {0, 1}:
+        summary["positives"] = int((labels > 0).sum())
     for column in ("site", "sex", "manufacturer"):
         if column in frame:
             summary[column] = {str(k): int(v) for k, v in frame[column].value_counts().items()}

@@ -32,10 +32,10 @@ def _fail(err: Exception) -> None:
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
 def _train(cfg: DictConfig) -> None:
-    from medimg.pipeline.train import train
+    from medimg.pipeline.train import train, validate
 
     try:
-        run_dir = train(cfg)
+        run_dir = validate(cfg) if cfg.stage == "validate" else train(cfg)
     except DataError as err:
         _fail(err)
     print(run_dir, flush=True)

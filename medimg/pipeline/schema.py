@@ -23,6 +23,11 @@ class DataSchema:
     n_folds: int = 5
     val_fraction: float = 0.15
     test_fraction: float = 0.2
+    # The study's columns: target (a list for multi-label), label map, clinical covariates.
+    label_column: Any = "label"
+    mask_column: str = "mask"
+    covariates: list[str] = field(default_factory=list)
+    balanced_sampling: bool = False
 
 
 @dataclass
@@ -47,6 +52,16 @@ class TaskSchema:
     num_classes: int = 1
     label_names: list[str] = field(default_factory=list)
     monitor: str = "val/loss"
+    # Direction of `monitor` for checkpointing, early stopping and plateau schedules.
+    monitor_mode: str = "max"
+    multilabel: bool = False
+    # e.g. {name: focal, gamma: 2.0} or {name: ce, class_weights: [1, 3]}; {name: dicefocal}.
+    loss: Any = None
+    # Segmentation: sliding-window inference {roi_size, sw_batch_size, overlap, mode}.
+    inference: Any = None
+    tta_flips: bool = False
+    keep_largest: Any = False
+    compile: bool = False
 
 
 @dataclass
@@ -66,6 +81,22 @@ class TrainerSchema:
     accumulate_grad_batches: int = 1
     check_val_every_n_epoch: int = 1
     enable_progress_bar: bool = True
+
+
+@dataclass
+class InitSchema:
+    # A user's weight file (state_dict or Lightning checkpoint), read with weights_only=True.
+    weights: str | None = None
+    strict: bool = True
+    freeze_encoder: bool = False
+    head: Any = None
+
+
+@dataclass
+class ReferenceSchema:
+    # With data.covariates: also fit a covariates-only model and an image-only network.
+    covariates_only: bool = True
+    image_only: bool = True
 
 
 @dataclass
@@ -97,8 +128,12 @@ class TrainSchema:
     logger: Any = None
     paths: PathsSchema = field(default_factory=PathsSchema)
     export: ExportSchema = field(default_factory=ExportSchema)
+    init: InitSchema = field(default_factory=InitSchema)
+    reference: ReferenceSchema = field(default_factory=ReferenceSchema)
     experiment_name: str = "cls3d"
     seed: int = 42
+    # fit: train, evaluate, export. validate: only the validation metrics of ckpt_path.
+    stage: str = "fit"
     ckpt_path: str | None = None
 
 
@@ -115,7 +150,11 @@ class EvaluateSchema:
 
 
 def register_schemas() -> None:
-    """Make ``train_schema`` and ``evaluate_schema`` available to the configs' defaults lists."""
+    """Make ``train_schema`` and ``evaluate_schema`` available to the configs' defaults lists
+    (and register the resolvers the configs use, e.g. ``${len:...}``)."""
+    from medimg.pipeline.resolvers import register_resolvers
+
+    register_resolvers()
     store = ConfigStore.instance()
     store.store(name="train_schema", node=TrainSchema)
     store.store(name="evaluate_schema", node=EvaluateSchema)

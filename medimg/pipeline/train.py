@@ -6,14 +6,18 @@ import logging
 from pathlib import Path
 
 import lightning as L
+import numpy as np
+import pandas as pd
 import torch
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
+from torch import Tensor
 
+from medimg.data import keys
 from medimg.data.datamodule import ManifestDataModule
 from medimg.files import write_atomic, write_json
-from medimg.pipeline import provenance
+from medimg.pipeline import provenance, reference
 from medimg.pipeline.build import build_task, load_task, task_kind
 from medimg.pipeline.data import build_datamodule, data_summary
 from medimg.pipeline.evaluate import evaluate_loader
@@ -103,6 +107,76 @@ def evaluate_sets(
     return metrics, outputs
 
 
+def training_targets(datamodule: ManifestDataModule) -> tuple[Tensor | None, Tensor | None]:
+    """The training split's targets and covariates (for target and covariate scaling)."""
+    frame = datamodule.frames["train"]
+    labels = covariates = None
+    if keys.LABEL in frame:
+        labels = torch.as_tensor(np.asarray(frame[keys.LABEL].tolist(), dtype=np.float32))
+    if keys.COVARIATES in frame:
+        covariates = torch.as_tensor(np.stack(frame[keys.COVARIATES].tolist()))
+    return labels, covariates
+
+
+def reference_metrics(
+    cfg: DictConfig, datamodule: ManifestDataModule, split: pd.DataFrame, run_dir: Path
+) -> dict:
+    """Covariates-only and image-only references for a run with clinical covariates."""
+    if not cfg.data.covariates:
+        return {}
+    out = {}
+    kind = task_kind(cfg)
+    external = {n: f for n, f in datamodule.frames.items() if n not in ("train", "val", "test")}
+    if cfg.reference.covariates_only:
+        multilabel = bool(cfg.task.get("multilabel", False))
+        out["covariates_only"] = reference.covariates_only(kind, split, external, multilabel)
+        log.info("covariates-only reference: %s", out["covariates_only"])
+    if cfg.reference.image_only:
+        out["image_only"] = reference.image_only(cfg, run_dir)
+        log.info("image-only reference: %s", out["image_only"])
+    return out
+
+
+def _single_process(cfg: DictConfig, trainer: L.Trainer) -> L.Trainer:
+    """A trainer for rank 0's predictions after a multi-process fit (no collectives)."""
+    if trainer.world_size == 1:
+        return trainer
+    return L.Trainer(
+        accelerator=cfg.trainer.accelerator,
+        devices=1,
+        precision=cfg.trainer.precision,
+        logger=False,
+        enable_progress_bar=False,
+    )
+
+
+def validate(cfg: DictConfig) -> Path:
+    """``stage=validate``: the validation metrics of ``ckpt_path`` (or of the seeded initial
+    weights), on as many processes as the trainer config asks for; rank 0 writes
+    ``validate.json``. The numbers must not depend on the process count."""
+    run_dir = Path(cfg.paths.output_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_run_header(cfg, run_dir)
+    L.seed_everything(cfg.seed, workers=True)
+    datamodule, _ = build_datamodule(cfg)
+    task = load_task(cfg, cfg.ckpt_path) if cfg.ckpt_path else build_task(cfg)
+    task.prepare_from_training(*training_targets(datamodule))
+    trainer = L.Trainer(
+        **OmegaConf.to_container(cfg.trainer), logger=False, default_root_dir=str(run_dir)
+    )
+    results = trainer.validate(task, datamodule=datamodule)
+    if trainer.is_global_zero:
+        write_json(
+            run_dir / "validate.json",
+            {
+                "processes": trainer.world_size,
+                "n_val_cases": len(datamodule.frames["val"]),
+                "metrics": {k: float(v) for k, v in results[0].items()},
+            },
+        )
+    return run_dir
+
+
 def train(cfg: DictConfig) -> Path:
     """Run the whole training stage for a composed config; returns the run directory."""
     run_dir = Path(cfg.paths.output_dir)
@@ -118,6 +192,7 @@ def train(cfg: DictConfig) -> Path:
         ].to_csv(tmp, index=False),
     )
     task = build_task(cfg)
+    task.prepare_from_training(*training_targets(datamodule))
     loggers = _instantiate_all(cfg.logger)
     for logger in loggers:
         logger.log_hyperparams(_tracked_config(cfg))
@@ -132,8 +207,13 @@ def train(cfg: DictConfig) -> Path:
         if not trainer.is_global_zero:
             return run_dir
         best_task, best_path = _best_task(cfg, trainer, task)
-        metrics, outputs = evaluate_sets(cfg, trainer, best_task, datamodule, run_dir)
+        metrics, outputs = evaluate_sets(
+            cfg, _single_process(cfg, trainer), best_task, datamodule, run_dir
+        )
         results = {"best_checkpoint": Path(best_path).name if best_path else None, **metrics}
+        references = reference_metrics(cfg, datamodule, split, run_dir)
+        if references:
+            results["references"] = references
         write_json(run_dir / "metrics.json", results)
         for logger in loggers:
             logger.log_metrics(

@@ -1,0 +1,117 @@
+"""Reference models beside an image + clinical-data model: covariates only, and image only.
+
+A fusion model is only worth its complexity when it beats both sources on their own, so a run
+with ``data.covariates`` also fits (1) a scikit-learn model on the same covariate columns and the
+same patient split, and (2) the same image network without covariates, trained like the main
+model in a sub-folder of the run. Their metrics go to the run's ``metrics.json``.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from omegaconf import DictConfig, OmegaConf, open_dict
+from sklearn.impute import SimpleImputer
+from sklearn.linear_model import LogisticRegression, Ridge
+from sklearn.metrics import mean_absolute_error, mean_squared_error, roc_auc_score
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from medimg.data import keys
+
+log = logging.getLogger(__name__)
+
+
+def covariate_model(kind: str, multilabel: bool):
+    """Missing values imputed with an indicator, standardised, then a linear model."""
+    head = Ridge(alpha=1.0) if kind == "regression" else LogisticRegression(max_iter=1000)
+    if multilabel:
+        from sklearn.multiclass import OneVsRestClassifier
+
+        head = OneVsRestClassifier(head)
+    return make_pipeline(
+        SimpleImputer(strategy="median", add_indicator=True, keep_empty_features=True),
+        StandardScaler(),
+        head,
+    )
+
+
+def _matrix(frame: pd.DataFrame) -> np.ndarray:
+    return np.stack([np.asarray(v, dtype=np.float64) for v in frame[keys.COVARIATES]])
+
+
+def _targets(frame: pd.DataFrame) -> np.ndarray:
+    values = frame[keys.LABEL].tolist()
+    return np.asarray(values, dtype=np.float64)
+
+
+def _score(kind: str, y: np.ndarray, model, x: np.ndarray) -> dict:
+    """The main model's headline metrics, so the three numbers compare like for like."""
+    if kind == "regression":
+        pred = model.predict(x)
+        return {
+            "mae": float(mean_absolute_error(y, pred)),
+            "rmse": float(np.sqrt(mean_squared_error(y, pred))),
+            "n": int(len(y)),
+        }
+    prob = model.predict_proba(x)
+    if y.ndim == 2:  # multi-label: one column of probabilities per label
+        auroc = roc_auc_score(y, prob, average="macro")
+    elif prob.shape[1] == 2:
+        auroc = roc_auc_score(y, prob[:, 1])
+    else:
+        auroc = roc_auc_score(y, prob, multi_class="ovr", average="macro")
+    return {"auroc": float(auroc), "n": int(len(y))}
+
+
+def covariates_only(
+    kind: str, split: pd.DataFrame, external: dict[str, pd.DataFrame], multilabel: bool
+) -> dict:
+    """Fit on the training split's covariates; metrics on the test split and external sets."""
+    train = split[split["split"] == "train"]
+    model = covariate_model(kind, multilabel)
+    y_train = _targets(train)
+    model.fit(_matrix(train), y_train if kind == "regression" else y_train.astype(int))
+    sets = {"test": split[split["split"] == "test"], **external}
+    return {name: _score(kind, _targets(f), model, _matrix(f)) for name, f in sets.items()}
+
+
+def image_only_config(cfg: DictConfig, run_dir: Path) -> DictConfig:
+    """The run's config with the fusion network's image branch as the whole network."""
+    if "image_net" not in cfg.net:
+        raise ValueError(
+            "reference.image_only needs a fusion network with an `image_net` (net=fusion_*); "
+            "set reference.image_only=false for other networks"
+        )
+    derived = copy.deepcopy(cfg)
+    with open_dict(derived):
+        image_net = OmegaConf.to_container(cfg.net.image_net, resolve=True)
+        image_net["out_channels"] = int(cfg.task.num_classes)
+        derived.net = OmegaConf.create(image_net)
+        derived.data.covariates = []
+        derived.reference.image_only = False
+        derived.reference.covariates_only = False
+        derived.export.enabled = False
+        derived.logger = None
+        derived.paths.output_dir = str(run_dir / "reference_image_only")
+        derived.experiment_name = f"{cfg.experiment_name}_image_only"
+        for callback in (derived.callbacks or {}).values():
+            if callback is not None and "dirpath" in callback:
+                callback.dirpath = str(run_dir / "reference_image_only" / "checkpoints")
+    return derived
+
+
+def image_only(cfg: DictConfig, run_dir: Path) -> dict:
+    """Train the image-only network like the main model; its test and external metrics."""
+    from medimg.pipeline.train import train
+
+    derived = image_only_config(cfg, run_dir)
+    log.info("reference: training the image-only network in %s", derived.paths.output_dir)
+    out = train(derived)
+    metrics = json.loads((out / "metrics.json").read_text())
+    return {k: v for k, v in metrics.items() if isinstance(v, dict)}
