@@ -1,0 +1,1 @@
+"""Training building blocks the configs point at: schedules and network adapters."""
