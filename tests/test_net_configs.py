@@ -1,4 +1,4 @@
-"""Every network config builds in 2D and 3D (from len(preprocess.size)) and maps the task's outputs."""
+"""Every network config builds in 2D and 3D (from len(preprocess.size)) with the task outputs."""
 
 from __future__ import annotations
 
