@@ -7,6 +7,7 @@ from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
 
 from medimg.data import keys
@@ -18,17 +19,22 @@ SchedulerFactory = Callable[..., Any]
 class BaseTask(L.LightningModule):
     """Wraps an injected network with a loss, an optimiser and stage metrics.
 
-    Subclasses implement :meth:`target`, :meth:`loss`, :meth:`activate` and the metric hooks.
+    Subclasses implement :meth:`target`, :meth:`loss`, :meth:`activate` and the metric hooks;
+    :meth:`infer` is what validation, test and prediction run (plain forward by default).
 
     Args:
-        net: the network (built from config by the pipeline).
+        net: the network (built from config by the pipeline). A network with a true
+            ``takes_covariates`` attribute is called as ``net(image, covariates)``.
         optimizer: ``functools.partial`` of a torch optimiser, taking the parameters.
         scheduler: optional ``functools.partial`` of a learning-rate scheduler.
         monitor: metric a plateau scheduler watches (e.g. ``val/loss``).
+        compile: run the network through ``torch.compile``; the state_dict keys stay those of
+            the plain network, so checkpoints load either way.
     """
 
     kind: str = ""
     monitor_default: str = "val/loss"
+    output_key: str = "prob"
 
     def __init__(
         self,
@@ -36,15 +42,68 @@ class BaseTask(L.LightningModule):
         optimizer: OptimizerFactory,
         scheduler: SchedulerFactory | None = None,
         monitor: str | None = None,
+        compile: bool = False,
     ) -> None:
         super().__init__()
         self.net = net
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         self.monitor = monitor or self.monitor_default
+        self.compile_net = bool(compile)
+        self.takes_covariates = bool(getattr(net, "takes_covariates", False))
+        # Held outside the module tree (object.__setattr__) so no "_compiled." keys appear.
+        object.__setattr__(self, "_compiled", None)
+        self._prepared = False
 
-    def forward(self, image: Tensor) -> Tensor:
-        return self.net(image)
+    def __getstate__(self) -> dict[str, Any]:
+        state = super().__getstate__()
+        state["_compiled"] = None  # a compiled graph does not pickle; it is rebuilt on use
+        return state
+
+    def _runner(self) -> Callable[..., Tensor]:
+        """The network, or its compiled wrapper (built on first use)."""
+        if not self.compile_net:
+            return self.net
+        if self._compiled is None:
+            object.__setattr__(self, "_compiled", torch.compile(self.net))
+        return self._compiled
+
+    def forward(self, image: Tensor, covariates: Tensor | None = None) -> Tensor:
+        if self.takes_covariates:
+            if covariates is None:
+                raise ValueError(
+                    f"the network {type(self.net).__name__} takes clinical covariates but the "
+                    "batch has none: name the covariate columns in data.covariates"
+                )
+            return self._runner()(image, covariates)
+        return self._runner()(image)
+
+    def infer(self, image: Tensor, covariates: Tensor | None = None) -> Tensor:
+        """Logits for validation, test and prediction (a subclass may tile or augment)."""
+        return self(image, covariates)
+
+    def prepare_from_training(self, labels: Tensor | None, covariates: Tensor | None) -> None:
+        """Fit statistics of the training split once before ``fit`` (the pipeline calls it).
+
+        Args:
+            labels: the training split's targets (batch-contract shapes, stacked), or None.
+            covariates: the training split's raw covariates ``(N, D)`` with NaN, or None.
+        """
+        fit = getattr(self.net, "fit_covariates", None)
+        if covariates is not None and callable(fit):
+            fit(torch.as_tensor(covariates, dtype=torch.float32))
+        self._prepared = True
+
+    def needs_preparation(self) -> bool:
+        """Whether :meth:`prepare_from_training` fits anything for this task and network."""
+        return callable(getattr(self.net, "fit_covariates", None))
+
+    def on_fit_start(self) -> None:
+        if self.needs_preparation() and not self._prepared:
+            rank_zero_warn(
+                f"{type(self).__name__}.prepare_from_training was not called before fit: "
+                "target/covariate scaling keeps its defaults (mean 0, std 1)"
+            )
 
     def configure_optimizers(self) -> Any:
         optimizer = self.optimizer_factory(params=self.parameters())
@@ -69,16 +128,17 @@ class BaseTask(L.LightningModule):
         raise NotImplementedError
 
     def update_metrics(self, stage: str, probs: Tensor, target: Tensor) -> None:
-        """Accumulate the epoch metrics of ``stage``."""
+        """Accumulate the epoch metrics of ``stage`` (torchmetrics states, synced under DDP)."""
 
     def log_metrics(self, stage: str) -> None:
         """Compute, log and reset the epoch metrics of ``stage``."""
 
     def _shared_step(self, batch: dict, stage: str) -> Tensor:
-        logits = self(batch[keys.IMAGE])
+        image, covariates = batch[keys.IMAGE], batch.get(keys.COVARIATES)
+        logits = self(image, covariates) if stage == "train" else self.infer(image, covariates)
         target = self.target(batch)
         loss = self.loss(logits, target)
-        batch_size = batch[keys.IMAGE].shape[0]
+        batch_size = image.shape[0]
         on_step = stage == "train"
         self.log(
             f"{stage}/loss",
@@ -108,12 +168,15 @@ class BaseTask(L.LightningModule):
     def on_test_epoch_end(self) -> None:
         self.log_metrics("test")
 
+    def predict_outputs(self, logits: Tensor) -> dict[str, Tensor]:
+        """What a prediction reports besides ids and targets (``prob`` or ``pred``)."""
+        return {self.output_key: self.activate(logits).float().cpu()}
+
     def predict_step(self, batch: dict, batch_idx: int) -> dict[str, Any]:
-        """Probabilities per case, with the case ids and whatever target the batch carries."""
-        out: dict[str, Any] = {
-            keys.CASE_ID: list(batch[keys.CASE_ID]),
-            "prob": self.activate(self(batch[keys.IMAGE])).float().cpu(),
-        }
+        """Outputs per case, with the case ids and whatever target the batch carries."""
+        logits = self.infer(batch[keys.IMAGE], batch.get(keys.COVARIATES))
+        out: dict[str, Any] = {keys.CASE_ID: list(batch[keys.CASE_ID])}
+        out.update(self.predict_outputs(logits))
         for key in (keys.LABEL, keys.MASK):
             if key in batch:
                 out[key] = batch[key].cpu()
