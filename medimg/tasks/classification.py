@@ -98,6 +98,7 @@ class ClassificationTask(BaseTask):
         if metric.update_count > 0:
             value = metric.compute()  # gathers every process's predictions under DDP
             if self.multilabel:
+                value = value.reshape(-1)  # torchmetrics squeezes a one-label result
                 defined = ~torch.isnan(value)
                 if defined.any():
                     self.log(f"{stage}/auroc", value[defined].mean(), prog_bar=True)

@@ -175,7 +175,8 @@ class SegmentationTask(BaseTask):
     def log_metrics(self, stage: str) -> None:
         metric = self.dice[stage]
         if metric.update_count > 0:
-            per_class = metric.compute()  # sums of every process under DDP
+            # Sums of every process under DDP; torchmetrics squeezes a one-class result.
+            per_class = metric.compute().reshape(-1)
             defined = ~torch.isnan(per_class)
             if defined.any():  # no Dice when no case had foreground
                 self.log(f"{stage}/dice", per_class[defined].mean().float(), prog_bar=True)
