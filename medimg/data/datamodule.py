@@ -5,17 +5,19 @@ from __future__ import annotations
 from pathlib import Path
 
 import lightning as L
+import numpy as np
 import pandas as pd
 import torch
 from monai import transforms as mt
 from monai.data import Dataset, PersistentDataset
-from torch.utils.data import DataLoader, DistributedSampler
+from torch.utils.data import DataLoader
 
 from medimg.data import keys
 from medimg.data.augment import AugmentationPreset
 from medimg.data.cache import ContentKey
 from medimg.data.loading import PrepareVolumed, load_steps
 from medimg.data.preprocess import VolumePreprocessor
+from medimg.data.sampling import eval_sampler, train_sampler
 
 RECORD_COLUMNS = (keys.CASE_ID, keys.IMAGE, keys.LABEL, keys.MASK, keys.COVARIATES)
 
@@ -38,6 +40,7 @@ class ManifestDataModule(L.LightningDataModule):
         prepare_workers: processes that read and prepare uncached cases in parallel.
         repair_tilt: read gantry-tilted DICOM stacks as sheared affines instead of refusing.
         seed: seeds the training order (per epoch) and the augmentation.
+        balanced_sampling: draw training cases with class-balanced weights (classification).
     """
 
     def __init__(
@@ -55,6 +58,7 @@ class ManifestDataModule(L.LightningDataModule):
         prepare_workers: int = 0,
         repair_tilt: bool = False,
         seed: int = 0,
+        balanced_sampling: bool = False,
     ) -> None:
         super().__init__()
         if "split" not in internal.columns:
@@ -79,6 +83,7 @@ class ManifestDataModule(L.LightningDataModule):
         self.cache_context = {"task": task, "repair_tilt": repair_tilt, **(cache_context or {})}
         self.prepare_workers = prepare_workers
         self.seed = seed
+        self.balanced_sampling = balanced_sampling
         self._prepared: dict[str, list[dict]] = {}
         self._datasets: dict[str, Dataset] = {}
 
@@ -146,25 +151,41 @@ class ManifestDataModule(L.LightningDataModule):
             self.dataset("test")
 
     def loader(self, name: str, train: bool = False) -> DataLoader:
-        """DataLoader for set ``name``: shuffled by (seed, epoch) when ``train``, else in order."""
+        """DataLoader for set ``name``: shuffled by (seed, epoch) when ``train``, else in order.
+
+        Under DDP every rank gets its shard: training through a seeded distributed sampler,
+        evaluation through an unpadded one, so each case counts exactly once and metrics do
+        not depend on the process count (the trainer runs with ``use_distributed_sampler``
+        off; see configs/trainer/ddp.yaml).
+        """
         dataset = self.dataset(name, train=train)
-        sampler = None
-        distributed = self.trainer is not None and self.trainer.world_size > 1
-        if train and not distributed:
+        world_size, rank = 1, 0
+        if self.trainer is not None:
+            world_size, rank = self.trainer.world_size, self.trainer.global_rank
+        if train:
             # One replica of DistributedSampler is a seeded per-epoch shuffle: Lightning calls
             # set_epoch, so a resumed run sees the same order as an uninterrupted one.
-            sampler = DistributedSampler(
-                dataset, num_replicas=1, rank=0, shuffle=True, seed=self.seed
+            labels = self._labels(name) if self.balanced_sampling else None
+            sampler = train_sampler(
+                dataset, world_size, rank, self.seed, labels=labels, balanced=self.balanced_sampling
             )
+        else:
+            sampler = eval_sampler(dataset, world_size, rank) if world_size > 1 else None
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
-            shuffle=train and distributed,
             sampler=sampler,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
             drop_last=False,
         )
+
+    def _labels(self, name: str) -> np.ndarray:
+        """Targets of set ``name`` for class-balanced sampling (one row per case)."""
+        frame = self.frames[name]
+        if keys.LABEL not in frame:
+            raise ValueError("data.balanced_sampling needs a classification target ('label')")
+        return np.asarray(frame[keys.LABEL].tolist())
 
     def train_dataloader(self) -> DataLoader:
         return self.loader("train", train=True)

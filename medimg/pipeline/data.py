@@ -126,6 +126,7 @@ def build_datamodule(cfg: DictConfig) -> tuple[ManifestDataModule, pd.DataFrame]
         prepare_workers=cfg.data.prepare_workers,
         repair_tilt=cfg.data.repair_tilt,
         seed=cfg.seed,
+        balanced_sampling=cfg.data.balanced_sampling,
     )
     return datamodule, split
 
