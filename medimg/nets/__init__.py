@@ -1,0 +1,6 @@
+"""Networks beyond MONAI's (image + covariate fusion) and their initialisation from a file."""
+
+from medimg.nets.fusion import FusionNet
+from medimg.nets.init import apply_init, default_head, freeze_encoder, load_weights
+
+__all__ = ["FusionNet", "apply_init", "default_head", "freeze_encoder", "load_weights"]
