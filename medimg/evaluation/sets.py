@@ -261,7 +261,22 @@ def evaluate_sets(
             points,
             cfg,
         )
-    return results
+    return jsonable(results)
+
+
+def jsonable(value):
+    """Plain JSON types: numpy scalars and arrays unwrapped, NaN and ±inf as ``None``."""
+    if isinstance(value, Mapping):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        return float(value) if math.isfinite(value) else None
+    return value
 
 
 HEADLINE = {

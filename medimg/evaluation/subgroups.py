@@ -16,11 +16,16 @@ UNKNOWN = "unknown"
 AUDIT_SPLITS = ("train", "val", "test")
 
 
-def age_bands(age: pd.Series, edges: Sequence[int] = (40, 60)) -> pd.Series:
-    """Age band labels: with edges (40, 60) → ``<40``, ``40-59``, ``≥60``; missing → ``unknown``."""
+def age_band_labels(edges: Sequence[int] = (40, 60)) -> list[str]:
+    """Band names in age order: with edges (40, 60) → ``<40``, ``40-59``, ``≥60``."""
     labels = [f"<{edges[0]}"]
     labels += [f"{lo}-{hi - 1}" for lo, hi in zip(edges[:-1], edges[1:], strict=True)]
-    labels.append(f"≥{edges[-1]}")
+    return [*labels, f"≥{edges[-1]}"]
+
+
+def age_bands(age: pd.Series, edges: Sequence[int] = (40, 60)) -> pd.Series:
+    """Age band per case (see :func:`age_band_labels`); a missing age → ``unknown``."""
+    labels = age_band_labels(edges)
     values = pd.to_numeric(age, errors="coerce").to_numpy(float)
     index = np.searchsorted(np.asarray(edges, dtype=float), values, side="right")
     out = np.array([labels[i] for i in np.minimum(index, len(labels) - 1)], dtype=object)
@@ -38,6 +43,15 @@ def with_attributes(table: pd.DataFrame, attributes: Sequence[str], edges=(40, 6
             table[column] = table[column].astype(object).where(table[column].notna(), UNKNOWN)
             table[column] = table[column].map(str)
     return table
+
+
+def _groups(table: pd.DataFrame, attribute: str, edges: Sequence[int]):
+    """(value, rows) per group; age bands in age order, other values sorted, ``unknown`` last."""
+    groups = dict(list(table.groupby(attribute, sort=True)))
+    order = age_band_labels(edges) if attribute == "age_band" else sorted(groups)
+    order = [v for v in order if v in groups and v != UNKNOWN]
+    order += [v for v in groups if v not in order]
+    return [(v, groups[v]) for v in order]
 
 
 def _positives(problem: Problem, rows: pd.DataFrame) -> int | None:
@@ -63,7 +77,7 @@ def subgroup_analysis(
             out[attribute] = {"missing": True, "groups": {}, "largest_gap": {}}
             continue
         groups, samples = {}, {}
-        for value, rows in table.groupby(attribute, sort=True):
+        for value, rows in _groups(table, attribute, cfg.age_bands):
             rows = rows.reset_index(drop=True)
             positives = _positives(problem, rows)
             n_cases = int(rows["case_id"].nunique())
@@ -160,7 +174,7 @@ def audit_table(
         for attribute in attributes:
             if attribute not in frame:
                 continue
-            for value, group in frame.groupby(attribute, sort=True):
+            for value, group in _groups(frame, attribute, age_edges):
                 rows.append(
                     {"attribute": attribute, "group": str(value), "set": set_name, **_audit(group)}
                 )
