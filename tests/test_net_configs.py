@@ -25,8 +25,6 @@ SEGMENTERS = "unet basicunet attentionunet dynunet segresnet unetr swinunetr".sp
 # The smallest side each network accepts (SwinUNETR: divisible by 32 and its deepest norm needs
 # more than one voxel); everything else runs on 32.
 SIDE = {"swinunetr": 64}
-# Still `spatial_dims: 3` until the entry point registers the `len` resolver (see the report).
-FIXED_3D = {"densenet121", "unet"}
 
 
 @cache
@@ -44,10 +42,7 @@ def _composed(net: str) -> DictConfig:
 def _cases():
     for net in CLASSIFIERS + SEGMENTERS:
         for dims in (2, 3):
-            marks = []
-            if dims == 2 and net in FIXED_3D:
-                marks = [pytest.mark.xfail(strict=True, reason="spatial_dims fixed at 3")]
-            yield pytest.param(net, dims, id=f"{net}-{dims}d", marks=marks)
+            yield pytest.param(net, dims, id=f"{net}-{dims}d")
 
 
 def test_the_table_covers_every_monai_network_config():
