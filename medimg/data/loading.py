@@ -68,15 +68,19 @@ def load_transform(with_mask: bool, repair_tilt: bool = False) -> mt.Compose:
 
 
 def raw_volume(image: MetaTensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Spatial array (X, Y, Z) in native units and its voxel→RAS affine (float64)."""
+    """Spatial array (X, Y, Z) in native units and its voxel→RAS affine (float64).
+
+    A 2D image (radiograph) is ``(X, Y, 1)``, as :class:`MedimgReader` reads it.
+    """
     return image.as_tensor()[0].to(torch.float32), image.affine.to(torch.float64)
 
 
 class PrepareVolumed(mt.MapTransform):
     """Dictionary transform that applies :class:`VolumePreprocessor` to a loaded record.
 
-    Produces a plain tensor ``image`` (1, X, Y, Z) in [0, 1] and, when present, an integer
-    ``mask`` on the same grid; ``label`` becomes a tensor.
+    Produces a plain tensor ``image`` (1, X, Y, Z) in [0, 1] — (1, X, Y) when the
+    preprocessor's grid is 2D — and, when present, an integer ``mask`` on the same grid;
+    ``label`` becomes a tensor.
     """
 
     def __init__(self, preprocessor: VolumePreprocessor) -> None:
@@ -122,13 +126,18 @@ def mask_on_image_grid(
 
     The mask's voxels must sit on the image's grid (same spacing and orientation, axes in any
     order or direction, whole-voxel offsets) and inside it; it may cover only part of the
-    image, like a DICOM SEG that omits empty frames.
+    image, like a DICOM SEG that omits empty frames. A 2D mask ``(X, Y)`` or image shape
+    ``(X, Y)`` is taken as one slice, ``(X, Y, 1)``, as medimg reads radiographs.
 
     Raises:
         DataError: the mask's grid is not a sub-grid of the image's.
     """
+    mask = np.asarray(mask)
+    if mask.ndim == 2:
+        mask = mask[..., np.newaxis]
+    image_shape = tuple(image_shape) + (1,) * (3 - len(image_shape))
     return align_to_grid(
-        np.asarray(mask),
+        mask,
         np.asarray(mask_affine, dtype=np.float64),
         image_shape[:3],
         np.asarray(image_affine, dtype=np.float64),

@@ -45,11 +45,17 @@ class MedimgReader(ImageReader):
         )
 
     def get_data(self, img: Image) -> tuple[np.ndarray, dict]:
+        """The array with three spatial axes and its meta (affine, spatial shape).
+
+        A 2D NIfTI (a label map drawn on a radiograph) gets a third axis of one voxel, so it is
+        ``(X, Y, 1)`` with a 4x4 affine exactly like the radiograph medimg reads from DICOM.
+        """
+        array = img.array[..., np.newaxis] if img.array.ndim == 2 else img.array
         meta = {k: v for k, v in img.meta.items() if isinstance(v, (int, float, str, bool))}
         meta.update(
             affine=img.affine.copy(),
             original_affine=img.affine.copy(),
-            spatial_shape=np.asarray(img.array.shape[:3]),
+            spatial_shape=np.asarray(array.shape[:3]),
             original_channel_dim="no_channel",
         )
-        return img.array, meta
+        return array, meta

@@ -36,6 +36,10 @@ class PreprocessSchema:
     size: list[int] = field(default_factory=lambda: [48, 48, 48])
     window: Any = None
     fill_value: float = -1024.0
+    # Intensity normalisation: "window" (fixed, CT) or per image "minmax" | "percentile" |
+    # "zscore" (radiographs); see medimg.data.preprocess.PreprocessConfig.
+    normalise: str = "window"
+    percentiles: list[float] = field(default_factory=lambda: [1.0, 99.0])
 
 
 @dataclass

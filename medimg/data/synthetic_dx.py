@@ -1,0 +1,455 @@
+"""Deterministic synthetic two-site chest-radiograph dataset: one DX DICOM file per study.
+
+Each study is a frontal chest-like phantom (:mod:`medimg.data.chest_phantom`) written as
+Digital X-Ray Image Storage – For Presentation (12 bits, MONOCHROME2 or MONOCHROME1) with a
+2D NIfTI label map (1 lung, 2 heart) on the same pixel grid, in the geometry medimg reads
+radiographs in (see :func:`medimg.data.dicom.read_dicom_series`: voxel ``(i, j)`` is column
+``i``, row ``j``; affine ``diag(-column spacing, -row spacing, 1)`` in RAS, origin 0).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import csv
+import datetime as _dt
+import logging
+import math
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import DigitalXRayImageStorageForPresentation, ExplicitVRLittleEndian, generate_uid
+from skimage.filters import gaussian
+
+from medimg.data.chest_phantom import ChestAnatomy, Findings, draw_chest, place_nodule
+
+logger = logging.getLogger(__name__)
+
+DATASET_VERSION = "v1"
+FINDINGS = ("nodule", "effusion", "cardiomegaly")
+MANIFEST_COLUMNS = (
+    "case_id",
+    "patient_id",
+    "study_uid",
+    "image",
+    "label",
+    *FINDINGS,
+    "mask",
+    "site",
+    "sex",
+    "age",
+    "manufacturer",
+)
+FOLLOW_UP_FRACTION = 0.15
+MONOCHROME1_FRACTION = 0.2
+_BASE_PREVALENCE = {"nodule": 0.28, "effusion": 0.28, "cardiomegaly": 0.3}
+_AGE_EFFECT = 0.2  # prevalence change from age 25 to 85 (centred on 55): findings go with age
+_MAX_SHIFT = 10.0  # mm, patient position in the field
+_MAX_TILT = 0.05  # rad, patient rotation in the image plane
+_BASE_DATE = _dt.date(2020, 1, 1)
+_MAX_STORED = 4095  # 12 bits
+
+
+@dataclass(frozen=True)
+class Vendor:
+    """Detector and processing of one synthetic radiography system.
+
+    Attributes:
+        manufacturer: DICOM Manufacturer.
+        model_name: DICOM ManufacturerModelName.
+        rows: Image rows.
+        columns: Image columns.
+        spacing: Pixel spacing in mm (isotropic).
+        pixel_spacing_tag: Also write PixelSpacing (else only ImagerPixelSpacing).
+        gain: Detector value per unit density (before per-image exposure variation).
+        offset: Detector value of air.
+        gamma: Contrast curve exponent applied to density.
+        noise: Gaussian noise standard deviation in density units.
+        blur: Gaussian blur (detector MTF) in pixels.
+    """
+
+    manufacturer: str
+    model_name: str
+    rows: int
+    columns: int
+    spacing: float
+    pixel_spacing_tag: bool
+    gain: float
+    offset: float
+    gamma: float
+    noise: float
+    blur: float
+
+
+# Site A has two systems (the second noisier: a subgroup gap); site B differs in detector,
+# contrast curve, noise and sharpness, and writes only ImagerPixelSpacing.
+SITES: dict[str, tuple[tuple[Vendor, float], ...]] = {
+    "A": (
+        (
+            Vendor("Lumen Radiography", "LR-DR1", 256, 256, 1.4, True, 3400, 200, 1.0, 0.02, 0.6),
+            0.6,
+        ),
+        (Vendor("Apex X-Ray", "AX-Flex", 256, 256, 1.4, True, 3000, 350, 1.0, 0.04, 0.8), 0.4),
+    ),
+    "B": (
+        (Vendor("Orion Imaging", "OR-500", 300, 280, 1.25, False, 3600, 120, 0.8, 0.04, 1.2), 1.0),
+    ),
+}
+
+
+@dataclass(frozen=True)
+class _StudyTask:
+    """Everything a worker needs to generate one study (picklable)."""
+
+    seed: int
+    site: str
+    patient_index: int
+    study_index: int
+    patient_id: str
+    sex: str
+    age: int
+    anatomy: ChestAnatomy
+    persistent: tuple[bool, bool]  # nodule, cardiomegaly (kept across follow-up studies)
+    study_date: str
+    out_dir: str
+
+
+def make_synthetic_dx(
+    root: str | Path,
+    seed: int = 0,
+    n_internal: int = 400,
+    n_external: int = 150,
+    workers: int = 2,
+) -> dict[str, Path]:
+    """Generate (or reuse) the synthetic two-site chest-radiograph dataset.
+
+    The dataset lives in ``root / f"synthetic_dx-{DATASET_VERSION}-seed{seed}-n{n_internal}-{n_external}"``;
+    a folder holding a ``COMPLETE`` marker is returned unchanged, else the dataset is written
+    to a temporary sibling folder and atomically renamed into place.
+
+    Args:
+        root: Parent folder for the dataset (created if missing).
+        seed: Master seed; the files are a deterministic function of the arguments except
+            ``workers``.
+        n_internal: Site-A (internal) patients; ~15 % get a follow-up study.
+        n_external: Site-B (external) patients, one study each.
+        workers: Worker processes; ``<= 1`` generates serially.
+
+    Returns:
+        ``{"internal": <site_A/manifest.csv>, "external": <site_B/manifest.csv>}``; image and
+        mask paths in them are relative to the manifest's folder.
+
+    Raises:
+        ValueError: If ``seed``, ``n_internal`` or ``n_external`` is negative.
+    """
+    if min(seed, n_internal, n_external) < 0:
+        raise ValueError("seed, n_internal and n_external must be non-negative")
+    root = Path(root)
+    final = root / f"synthetic_dx-{DATASET_VERSION}-seed{seed}-n{n_internal}-{n_external}"
+    paths = {
+        "internal": final / "site_A" / "manifest.csv",
+        "external": final / "site_B" / "manifest.csv",
+    }
+    if (final / "COMPLETE").is_file():
+        logger.debug("Synthetic DX dataset cache hit: %s", final)
+        return paths
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=root))
+    tmp.chmod(0o755)  # mkdtemp makes 0o700; the published dataset should be readable
+    try:
+        start = time.perf_counter()
+        tasks = _plan(tmp, seed, "A", n_internal, follow_ups=True)
+        tasks += _plan(tmp, seed, "B", n_external, follow_ups=False)
+        rows = _run(tasks, workers)
+        for site in SITES:
+            site_rows = [r for t, r in zip(tasks, rows, strict=True) if t.site == site]
+            _write_manifest(tmp / f"site_{site}" / "manifest.csv", site_rows)
+        (tmp / "COMPLETE").write_text(f"{len(rows)} studies\n")
+        _publish(tmp, final)
+        logger.info(
+            "Synthetic DX dataset: %d studies in %.1f s", len(rows), time.perf_counter() - start
+        )
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return paths
+
+
+def _publish(tmp: Path, final: Path) -> None:
+    """Rename the finished folder into place; a complete one made meanwhile wins."""
+    for _ in range(2):
+        try:
+            os.replace(tmp, final)
+            return
+        except OSError:
+            if (final / "COMPLETE").is_file():
+                return
+            if not final.exists():
+                raise
+            # A final-name folder without COMPLETE is debris of an interrupted run.
+            logger.warning("Removing incomplete dataset folder %s", final)
+            shutil.rmtree(final, ignore_errors=True)
+    raise OSError(f"could not publish synthetic dataset to {final}")
+
+
+def _run(tasks: list[_StudyTask], workers: int) -> list[dict[str, object]]:
+    """Generate every study, serially or in a process pool, in task order."""
+    if workers <= 1 or len(tasks) <= 1:
+        return [_generate(task) for task in tasks]
+    with concurrent.futures.ProcessPoolExecutor(workers) as pool:
+        return list(pool.map(_generate, tasks, chunksize=max(1, len(tasks) // (workers * 8))))
+
+
+def _prevalence(finding: str, age: int) -> float:
+    """Probability of a finding at an age."""
+    return _BASE_PREVALENCE[finding] + _AGE_EFFECT * (age - 55) / 60.0
+
+
+def _plan(out: Path, seed: int, site: str, n_patients: int, follow_ups: bool) -> list[_StudyTask]:
+    """Draw patient-level attributes and anatomy; list the studies of one site."""
+    (out / f"site_{site}" / "images").mkdir(parents=True)
+    (out / f"site_{site}" / "masks").mkdir(parents=True)
+    site_index = list(SITES).index(site)
+    n_follow = round(FOLLOW_UP_FRACTION * n_patients) if follow_ups else 0
+    with_follow_up = set(
+        np.random.default_rng([seed, site_index]).permutation(n_patients)[:n_follow].tolist()
+    )
+    width = max(4, len(str(n_patients)))
+    tasks = []
+    for patient in range(n_patients):
+        rng = np.random.default_rng([seed, site_index, patient])
+        sex = "M" if rng.random() < 0.5 else "F"
+        age = int(rng.integers(25, 86))
+        nodule = bool(rng.random() < _prevalence("nodule", age))
+        cardiomegaly = bool(rng.random() < _prevalence("cardiomegaly", age))
+        # Cardiomegaly is a cardiothoracic ratio above 0.5; cases near it are the hard ones.
+        ctr = rng.uniform(0.51, 0.62) if cardiomegaly else rng.uniform(0.38, 0.49)
+        half_width = rng.uniform(132.0, 150.0) * (1.0 if sex == "M" else 0.94)
+        dome = rng.uniform(70.0, 90.0)
+        anatomy = ChestAnatomy(
+            half_width=float(half_width),
+            ctr=float(ctr),
+            dome_right=float(dome),
+            dome_left=float(dome + rng.uniform(4.0, 14.0)),
+            rib_phase=float(rng.uniform(0.0, 24.0)),
+        )
+        first_day, gap = int(rng.integers(0, 1400)), int(rng.integers(30, 400))
+        for study in range(2 if patient in with_follow_up else 1):
+            day = _BASE_DATE + _dt.timedelta(days=first_day + study * gap)
+            tasks.append(
+                _StudyTask(
+                    seed=seed,
+                    site=site,
+                    patient_index=patient,
+                    study_index=study,
+                    patient_id=f"{site}{patient + 1:0{width}d}",
+                    sex=sex,
+                    age=age,
+                    anatomy=anatomy,
+                    persistent=(nodule, cardiomegaly),
+                    study_date=day.strftime("%Y%m%d"),
+                    out_dir=str(out / f"site_{site}"),
+                )
+            )
+    return tasks
+
+
+def _findings(
+    rng: np.random.Generator, task: _StudyTask, patient_rng: np.random.Generator
+) -> Findings:
+    """This study's findings; a nodule keeps its place and size across the patient's studies."""
+    effusion: tuple[int, ...] = ()
+    if rng.random() < _prevalence("effusion", task.age):
+        draw = rng.random()
+        effusion = (-1,) if draw < 0.4 else (1,) if draw < 0.8 else (-1, 1)
+    findings = Findings(effusion=effusion, effusion_height=float(rng.uniform(35.0, 75.0)))
+    if not task.persistent[0]:
+        return findings
+    radius = float(patient_rng.uniform(8.0, 13.0))
+    contrast = float(patient_rng.uniform(0.22, 0.32))
+    centre = place_nodule(
+        patient_rng, task.anatomy, Findings(effusion=(-1, 1), effusion_height=75.0), radius
+    )
+    return Findings(
+        nodule=(*centre, radius, contrast),
+        effusion=effusion,
+        effusion_height=findings.effusion_height,
+    )
+
+
+def _uid(task: _StudyTask, *parts: object) -> str:
+    """A deterministic UID (pydicom's ``generate_uid`` hashes the entropy sources)."""
+    sources = ["medimg.synthetic_dx", DATASET_VERSION, task.seed, task.site, task.patient_index]
+    return generate_uid(entropy_srcs=[str(p) for p in (*sources, task.study_index, *parts)])
+
+
+def _generate(task: _StudyTask) -> dict[str, object]:
+    """Draw, write and describe one study (runs in a worker process)."""
+    rng = np.random.default_rng(
+        [task.seed, list(SITES).index(task.site), task.patient_index, task.study_index, 1]
+    )
+    patient_rng = np.random.default_rng(
+        [task.seed, list(SITES).index(task.site), task.patient_index, 2]
+    )
+    vendors, weights = zip(*SITES[task.site], strict=True)
+    vendor = vendors[int(rng.choice(len(vendors), p=np.asarray(weights)))]
+    findings = _findings(rng, task, patient_rng)
+    density, labels = _render(rng, task.anatomy, findings, vendor)
+    stored = _detector(rng, density, vendor)
+    monochrome1 = bool(rng.random() < MONOCHROME1_FRACTION)
+    case_id = f"{task.patient_id}_s{task.study_index + 1}"
+    out = Path(task.out_dir)
+    study_uid = _uid(task, "study")
+    _write_dicom(
+        out / "images" / f"{case_id}.dcm", task, vendor, stored, monochrome1, study_uid, rng
+    )
+    _write_mask(out / "masks" / f"{case_id}.nii.gz", labels, vendor)
+    present = {
+        "nodule": findings.nodule is not None,
+        "effusion": bool(findings.effusion),
+        "cardiomegaly": task.persistent[1],
+    }
+    return {
+        "case_id": case_id,
+        "patient_id": task.patient_id,
+        "study_uid": study_uid,
+        "image": f"images/{case_id}.dcm",
+        "label": int(any(present.values())),
+        **{name: int(value) for name, value in present.items()},
+        "mask": f"masks/{case_id}.nii.gz",
+        "site": task.site,
+        "sex": task.sex,
+        "age": task.age,
+        "manufacturer": vendor.manufacturer,
+    }
+
+
+def pixel_coordinates(vendor: Vendor) -> tuple[np.ndarray, np.ndarray]:
+    """Millimetre offsets from the image centre of every column (x) and row (y)."""
+    x = (np.arange(vendor.columns) - (vendor.columns - 1) / 2.0) * vendor.spacing
+    y = (np.arange(vendor.rows) - (vendor.rows - 1) / 2.0) * vendor.spacing
+    return x[None, :], y[:, None]
+
+
+def _render(
+    rng: np.random.Generator, anatomy: ChestAnatomy, findings: Findings, vendor: Vendor
+) -> tuple[np.ndarray, np.ndarray]:
+    """Density and label map (rows, columns) with the patient shifted and turned in the field."""
+    x, y = pixel_coordinates(vendor)
+    shift = rng.uniform(-_MAX_SHIFT, _MAX_SHIFT, 2)
+    tilt = rng.uniform(-_MAX_TILT, _MAX_TILT)
+    cos, sin = math.cos(tilt), math.sin(tilt)
+    px = cos * (x - shift[0]) + sin * (y - shift[1])
+    py = -sin * (x - shift[0]) + cos * (y - shift[1])
+    return draw_chest(anatomy, findings, px, py)
+
+
+def _detector(rng: np.random.Generator, density: np.ndarray, vendor: Vendor) -> np.ndarray:
+    """12-bit detector values: blur, contrast curve, exposure variation and noise."""
+    blurred = gaussian(density, sigma=vendor.blur, mode="nearest", preserve_range=True)
+    noisy = np.clip(blurred, 0.0, None) ** vendor.gamma
+    noisy += rng.standard_normal(density.shape) * vendor.noise
+    gain = vendor.gain * rng.uniform(0.85, 1.15)
+    offset = vendor.offset + rng.uniform(-60.0, 60.0)
+    return np.clip(np.rint(offset + gain * noisy), 0, _MAX_STORED).astype(np.uint16)
+
+
+def _ds(value: float) -> str:
+    """A number as a DICOM DS string (at most 16 characters)."""
+    return f"{float(value):.6g}"
+
+
+def _write_dicom(
+    path: Path,
+    task: _StudyTask,
+    vendor: Vendor,
+    stored: np.ndarray,
+    monochrome1: bool,
+    study_uid: str,
+    rng: np.random.Generator,
+) -> None:
+    """Write one DX For Presentation file (12 bits stored in 16)."""
+    sop_uid = _uid(task, "sop")
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = DigitalXRayImageStorageForPresentation
+    meta.MediaStorageSOPInstanceUID = sop_uid
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID = DigitalXRayImageStorageForPresentation
+    ds.SOPInstanceUID = sop_uid
+    ds.StudyInstanceUID = study_uid
+    ds.SeriesInstanceUID = _uid(task, "series")
+    ds.Modality = "DX"
+    ds.PresentationIntentType = "FOR PRESENTATION"
+    ds.ImageType = ["ORIGINAL", "PRIMARY", ""]
+    ds.Manufacturer = vendor.manufacturer
+    ds.ManufacturerModelName = vendor.model_name
+    ds.PatientName = f"SYNTH^{task.patient_id}"
+    ds.PatientID = task.patient_id
+    ds.PatientSex = task.sex
+    ds.PatientAge = f"{task.age:03d}Y"
+    ds.PatientBirthDate = ""
+    ds.StudyDate = ds.SeriesDate = ds.ContentDate = task.study_date
+    seconds = int(rng.integers(7 * 3600, 19 * 3600))
+    ds.StudyTime = ds.SeriesTime = ds.ContentTime = (
+        f"{seconds // 3600:02d}{seconds // 60 % 60:02d}{seconds % 60:02d}"
+    )
+    ds.StudyID = str(task.study_index + 1)
+    ds.AccessionNumber = ""
+    ds.ReferringPhysicianName = ""
+    ds.SeriesNumber = 1
+    ds.InstanceNumber = 1
+    ds.BodyPartExamined = "CHEST"
+    ds.ViewPosition = "PA"
+    ds.PatientOrientation = ["L", "F"]
+    ds.ImagerPixelSpacing = [_ds(vendor.spacing)] * 2
+    if vendor.pixel_spacing_tag:
+        ds.PixelSpacing = [_ds(vendor.spacing)] * 2
+    ds.DetectorType = "SCINTILLATOR"
+    ds.KVP = _ds(rng.uniform(110.0, 125.0))
+    ds.Rows, ds.Columns = stored.shape
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME1" if monochrome1 else "MONOCHROME2"
+    ds.PresentationLUTShape = "INVERSE" if monochrome1 else "IDENTITY"
+    ds.BitsAllocated = 16
+    ds.BitsStored = 12
+    ds.HighBit = 11
+    ds.PixelRepresentation = 0
+    ds.RescaleSlope = "1"
+    ds.RescaleIntercept = "0"
+    ds.RescaleType = "US"
+    ds.WindowCenter = "2048"
+    ds.WindowWidth = "4096"
+    values = _MAX_STORED - stored if monochrome1 else stored
+    ds.PixelData = np.ascontiguousarray(values, dtype="<u2").tobytes()
+    ds.save_as(path, enforce_file_format=True)
+
+
+def mask_affine(vendor: Vendor) -> np.ndarray:
+    """Voxel→RAS affine of a vendor's images as medimg reads them (and of their masks)."""
+    return np.diag([-vendor.spacing, -vendor.spacing, 1.0, 1.0]) + 0.0
+
+
+def _write_mask(path: Path, labels: np.ndarray, vendor: Vendor) -> None:
+    """Write the label map as a 2D uint8 NIfTI indexed (column, row), like the image."""
+    affine = mask_affine(vendor)
+    image = nib.Nifti1Image(np.ascontiguousarray(labels.T, dtype=np.uint8), affine)
+    image.set_qform(affine, code=1)
+    image.set_sform(affine, code=1)
+    image.header.set_data_dtype(np.uint8)
+    nib.save(image, str(path))
+
+
+def _write_manifest(path: Path, rows: list[dict[str, object]]) -> None:
+    """Write a manifest CSV with the fixed column order."""
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=MANIFEST_COLUMNS, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
