@@ -120,9 +120,10 @@ def calibration_metrics(y: np.ndarray, p: np.ndarray, n_bins: int = 10) -> dict:
         torch.tensor(p, dtype=torch.float64), torch.tensor(y), n_bins=n_bins, norm="l1"
     )
     intercept, slope = math.nan, math.nan
-    if len(np.unique(y)) == 2:
+    x = logit(p)
+    if len(np.unique(y)) == 2 and x[y == 0].max() > x[y == 1].min():  # else separated: no MLE
         fit = LogisticRegression(C=np.inf, solver="newton-cholesky", tol=1e-12, max_iter=1000)
-        fit.fit(logit(p)[:, None], y)
+        fit.fit(x[:, None], y)
         intercept, slope = float(fit.intercept_[0]), float(fit.coef_[0, 0])
     return {
         "brier": float(brier_score_loss(y, p)),

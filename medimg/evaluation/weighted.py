@@ -105,9 +105,19 @@ def recalibration(
     """
     x = logit(p)
     y = y.astype(float)
+    separated = _separated(x, y.astype(bool), W)
     start = _newton(x, y, np.ones((1, len(x))), np.zeros(1), np.ones(1), max_iter, tol)
     a0, b0 = (start[0][0], start[1][0]) if np.isfinite(start[0][0]) else (0.0, 1.0)
-    return _newton(x, y, W, np.full(len(W), a0), np.full(len(W), b0), max_iter, tol)
+    a, b = _newton(x, y, W, np.full(len(W), a0), np.full(len(W), b0), max_iter, tol)
+    return np.where(separated, np.nan, a), np.where(separated, np.nan, b)
+
+
+def _separated(x: np.ndarray, y: np.ndarray, W: np.ndarray) -> np.ndarray:
+    """Rows whose drawn cases are (quasi-)separated by ``x``: no finite maximum likelihood."""
+    drawn = W > 0
+    top_negative = np.where(drawn & ~y, x, -np.inf).max(1)
+    low_positive = np.where(drawn & y, x, np.inf).min(1)
+    return top_negative <= low_positive
 
 
 def _newton(x, y, W, a, b, max_iter: int, tol: float) -> tuple[np.ndarray, np.ndarray]:
