@@ -132,7 +132,9 @@ def test_multiclass_focal_with_gamma_zero_scales_the_cross_entropy_terms():
     focal = _cls_loss(4, {"name": "focal", "gamma": 0.0, "class_weights": w.tolist()})
     per_case = F.cross_entropy(logits, y, reduction="none") * w[y]
     # MONAI's focal loss averages over every (case, class) element of the one-hot target.
-    assert focal(logits, y.float()).item() == pytest.approx(per_case.sum().item() / (9 * 4), rel=1e-5)
+    assert focal(logits, y.float()).item() == pytest.approx(
+        per_case.sum().item() / (9 * 4), rel=1e-5
+    )
 
 
 @pytest.mark.parametrize(
@@ -348,4 +350,85 @@ def test_compile_keeps_state_dict_keys_and_outputs(monkeypatch):
     assert list(compiled.state_dict()) == list(plain.state_dict())
     SegmentationTask(nn.Sequential(nn.Conv2d(1, 2, 3, padding=1)), ADAM).load_state_dict(
         compiled.state_dict()
+    )
+
+
+# --- DDP -------------------------------------------------------------------------------------
+
+DDP_SCRIPT = """
+import json, sys
+from functools import partial
+import lightning as L, numpy as np, torch
+from torch.utils.data import DataLoader
+sys.path.insert(0, sys.argv[2])
+from test_tasks import LabelMapNet, PassThrough
+from medimg.tasks import ClassificationTask, RegressionTask, SegmentationTask
+
+rng = np.random.default_rng(0)
+y = rng.integers(0, 2, (24, 3)).astype(np.float32)
+logits = (rng.normal(size=(24, 3)) + y).astype(np.float32)
+pred = rng.integers(0, 3, (24, 1, 6, 6))
+ref = np.where(rng.random((24, 1, 6, 6)) < 0.6, pred, rng.integers(0, 3, (24, 1, 6, 6)))
+target = rng.normal(5.0, 2.0, 24).astype(np.float32)
+
+def rows(**cols):
+    return [{k: torch.tensor(v[i]) for k, v in cols.items()} | {"case_id": str(i)} for i in range(24)]
+
+adam = partial(torch.optim.Adam, lr=1e-3)
+trainer = L.Trainer(accelerator="cpu", strategy="ddp", devices=2, logger=False,
+                    enable_progress_bar=False, enable_model_summary=False)
+cls = ClassificationTask(PassThrough(3), adam, num_classes=3, multilabel=True,
+                         label_names=["a", "b", "c"])
+out = trainer.validate(cls, DataLoader(rows(image=logits[:, None], label=y), batch_size=4),
+                       verbose=False)[0]
+seg = SegmentationTask(LabelMapNet(3), adam, num_classes=3, label_names=["bg", "x", "z"])
+out |= trainer.validate(seg, DataLoader(rows(image=pred.astype(np.float32), mask=ref),
+                        batch_size=4), verbose=False)[0]
+reg = RegressionTask(PassThrough(1), adam)
+reg.prepare_from_training(torch.tensor([0.0, 2.0]), None)
+out |= trainer.validate(reg, DataLoader(rows(image=logits[:, None, :1], label=target),
+                        batch_size=4), verbose=False)[0]
+if trainer.global_rank == 0:
+    json.dump(out, open(sys.argv[1], "w"))
+"""
+
+
+@pytest.mark.slow  # two processes start torch and MONAI: ~20 s idle, more under load
+def test_stage_metrics_under_ddp_equal_the_whole_set(tmp_path):
+    """Two gloo processes each see half the cases; the logged metrics are the whole set's."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = tmp_path / "ddp_metrics.py"
+    script.write_text(DDP_SCRIPT)
+    out_file = tmp_path / "out.json"
+    tests_dir = str(Path(__file__).parent)
+    result = subprocess.run(
+        [sys.executable, str(script), str(out_file), tests_dir],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    got = json.loads(out_file.read_text())
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, (24, 3)).astype(np.float32)
+    logits = (rng.normal(size=(24, 3)) + y).astype(np.float32)
+    pred = rng.integers(0, 3, (24, 1, 6, 6))
+    ref = np.where(rng.random((24, 1, 6, 6)) < 0.6, pred, rng.integers(0, 3, (24, 1, 6, 6)))
+    target = rng.normal(5.0, 2.0, 24).astype(np.float32)
+    probs = 1 / (1 + np.exp(-logits))
+    assert got["val/auroc"] == pytest.approx(roc_auc_score(y, probs, average="macro"), abs=1e-6)
+    assert got["val/auroc_b"] == pytest.approx(roc_auc_score(y[:, 1], probs[:, 1]), abs=1e-6)
+    dice = _dice_reference(pred, ref, 3)
+    assert got["val/dice_x"] == pytest.approx(dice[0], abs=1e-6)
+    assert got["val/dice"] == pytest.approx(np.mean(dice), abs=1e-6)
+    std = np.std([0.0, 2.0], ddof=1)
+    regressed = logits[:, 0] * std + 1.0
+    assert got["val/mae"] == pytest.approx(mean_absolute_error(target, regressed), rel=1e-5)
+    assert got["val/rmse"] == pytest.approx(
+        np.sqrt(mean_squared_error(target, regressed)), rel=1e-5
     )
