@@ -1,19 +1,16 @@
-"""Packaging a DiagnosticModel as one TorchScript file with its model card, and checking it."""
+"""TorchScript packaging of a DiagnosticModel: script it, save it with its card, sealed."""
 
 from __future__ import annotations
 
 import json
 import logging
-import os
-import subprocess
-import sys
-import tempfile
 import warnings
 from pathlib import Path
 
 import torch
 
 from medimg.export.diagnostic import DiagnosticModel
+from medimg.export.integrity import seal, verify
 from medimg.files import write_atomic
 
 log = logging.getLogger(__name__)
@@ -22,7 +19,6 @@ warnings.filterwarnings(
     "ignore", message=r"`torch\.jit\.\w+` is deprecated", category=FutureWarning
 )
 CARD_NAME = "model_card.json"
-PARITY_SCRIPT = Path(__file__).with_name("parity_check.py")
 
 
 def script_model(model: DiagnosticModel) -> torch.jit.ScriptModule:
@@ -35,57 +31,32 @@ def script_model(model: DiagnosticModel) -> torch.jit.ScriptModule:
             "network does not script (%s); tracing it inside the scripted wrapper",
             type(err).__name__,
         )
-        size = model.preprocessor.size
-        example = torch.zeros(1, 1, size[0], size[1], size[2])
+        example = torch.zeros(1, 1, *model.preprocessor.size)
         model.net = torch.jit.trace(model.net, example)
         return torch.jit.script(model)
 
 
 def save_torchscript(module: torch.jit.ScriptModule, path: str | Path, card: dict) -> Path:
-    """Save ``module`` with ``card`` embedded as an extra file, atomically."""
+    """Save ``module`` with ``card`` embedded as an extra file, sealed, atomically."""
     extra = {CARD_NAME: json.dumps(card, indent=2, default=str)}
-    return write_atomic(path, lambda tmp: torch.jit.save(module, str(tmp), _extra_files=extra))
+
+    def write(tmp: Path) -> None:
+        torch.jit.save(module, str(tmp), _extra_files=extra)
+        seal(tmp)
+
+    return write_atomic(path, write)
+
+
+def load_torchscript(path: str | Path) -> tuple[torch.jit.ScriptModule, dict]:
+    """Load a sealed TorchScript file (seal verified first) and its embedded card."""
+    verify(path)
+    extra = {CARD_NAME: ""}
+    module = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
+    return module.eval(), json.loads(extra[CARD_NAME])
 
 
 def read_card(path: str | Path) -> dict:
-    """The model card embedded in an exported TorchScript file."""
-    extra = {CARD_NAME: ""}
-    torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
-    return json.loads(extra[CARD_NAME])
+    """The model card embedded in an exported model file (any format; seal verified)."""
+    from medimg.export.model_file import read_card as read_any
 
-
-def check_parity(
-    model_path: str | Path,
-    volumes: list[torch.Tensor],
-    affines: list[torch.Tensor],
-    expected: list[torch.Tensor],
-) -> dict:
-    """Run the exported file in a fresh torch-only Python process and compare its outputs.
-
-    Returns:
-        ``{"n_cases", "max_abs_diff", "framework_modules_loaded"}`` from the subprocess.
-    """
-    with tempfile.TemporaryDirectory(prefix="medimg-parity-") as scratch:
-        inputs = Path(scratch) / "inputs.pt"
-        report = Path(scratch) / "report.json"
-        torch.save({"volumes": volumes, "affines": affines, "expected": expected}, inputs)
-        env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-        result = subprocess.run(
-            [
-                sys.executable,
-                str(PARITY_SCRIPT),
-                str(Path(model_path).resolve()),
-                str(inputs),
-                str(report),
-            ],
-            cwd=scratch,
-            env=env,
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if result.returncode != 0:
-            raise RuntimeError(
-                f"exported model failed in a torch-only process:\n{result.stderr[-3000:]}"
-            )
-        return json.loads(report.read_text())
+    return read_any(path)
