@@ -7,6 +7,7 @@ import logging
 import sys
 
 from medimg.data.errors import DataError
+from medimg.deploy.commands import add_infer_parser
 
 
 def _synth(args: argparse.Namespace) -> None:
@@ -39,7 +40,7 @@ def _scan(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``medimg synth|check|scan``; exit status 2 with one clear message on bad input."""
+    """``medimg synth|check|scan|infer``; exit status 2 with one clear message on bad input."""
     parser = argparse.ArgumentParser(prog="medimg")
     sub = parser.add_subparsers(dest="command", required=True)
     synth = sub.add_parser("synth", help="generate the built-in synthetic CT dataset")
@@ -61,14 +62,15 @@ def main(argv: list[str] | None = None) -> int:
     scan.add_argument("-o", "--output", default="series.csv")
     scan.add_argument("--workers", type=int, default=2)
     scan.set_defaults(run=_scan)
+    add_infer_parser(sub)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     try:
-        args.run(args)
+        status = args.run(args)
     except (DataError, FileNotFoundError, NotADirectoryError) as err:
         sys.stderr.write(f"medimg: error: {err}\n")
         return 2
-    return 0
+    return status or 0
 
 
 if __name__ == "__main__":
