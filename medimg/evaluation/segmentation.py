@@ -20,6 +20,7 @@ import warnings
 from collections.abc import Sequence
 
 import numpy as np
+import pandas as pd
 import torch
 from monai.metrics import (
     compute_average_surface_distance,
@@ -147,3 +148,46 @@ def rank_cases(table, metric: str = "dice") -> dict[str, str]:
         "median": str(per_case.index[(len(per_case) - 1) // 2]),
         "worst": str(per_case.index[0]),
     }
+
+
+def _prediction(batch: dict, index: int):
+    """The predicted label map of one case: post-processed ``pred_mask`` if given, else argmax."""
+    if "pred_mask" in batch:
+        return batch["pred_mask"][index]
+    return labels_from_probs(batch["prob"][index])
+
+
+def case_table(
+    outputs: Sequence[dict],
+    spacing: Sequence[float],
+    classes: Sequence[str],
+    tolerance_mm: float | Sequence[float] = 2.0,
+) -> pd.DataFrame:
+    """Long per-case table (one row per case and foreground class) from ``predict_step`` outputs.
+
+    Args:
+        outputs: dicts with ``case_id``, ``prob`` (C, spatial) per case (or ``pred_mask``) and
+            ``mask`` (1, spatial).
+        spacing: the prediction grid's voxel size in mm.
+        classes: foreground class names.
+        tolerance_mm: surface-Dice tolerance.
+    """
+    rows = []
+    for batch in outputs:
+        for index, case_id in enumerate(batch["case_id"]):
+            metrics = case_metrics(
+                _prediction(batch, index), batch["mask"][index], spacing, classes, tolerance_mm
+            )
+            rows += [{"case_id": case_id, **row} for row in metrics]
+    return pd.DataFrame(rows)
+
+
+def case_arrays(outputs: Sequence[dict], case_ids: Sequence[str]) -> dict[str, tuple]:
+    """(reference, prediction) label maps of the given cases, e.g. for overlay figures."""
+    wanted, found = set(case_ids), {}
+    for batch in outputs:
+        for index, case_id in enumerate(batch["case_id"]):
+            if case_id in wanted:
+                reference = np.asarray(torch.as_tensor(batch["mask"][index]).cpu())
+                found[case_id] = (reference, np.asarray(_prediction(batch, index).cpu()))
+    return found

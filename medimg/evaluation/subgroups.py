@@ -184,10 +184,20 @@ def audit_table(
 
 
 def _audit(frame: pd.DataFrame) -> dict:
-    label = pd.to_numeric(frame["label"], errors="coerce") if "label" in frame else None
-    binary = label is not None and label.notna().all() and set(label.unique()) <= {0, 1}
+    """Counts of one group; positives: label 1 (binary) or any finding (multi-label lists)."""
+    positives = math.nan
+    if "label" in frame and len(frame):
+        first = frame["label"].iloc[0]
+        if isinstance(first, (list, tuple, np.ndarray)):
+            positives = int(
+                sum(bool(np.any(np.asarray(v, dtype=float) > 0)) for v in frame["label"])
+            )
+        else:
+            label = pd.to_numeric(frame["label"], errors="coerce")
+            if label.notna().all() and set(label.unique()) <= {0, 1}:
+                positives = int(label.sum())
     return {
         "cases": int(len(frame)),
-        "positives": int(label.sum()) if binary else math.nan,
+        "positives": positives,
         "patients": int(frame["patient_id"].nunique()),
     }
