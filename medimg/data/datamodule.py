@@ -41,6 +41,7 @@ class ManifestDataModule(L.LightningDataModule):
         repair_tilt: read gantry-tilted DICOM stacks as sheared affines instead of refusing.
         seed: seeds the training order (per epoch) and the augmentation.
         balanced_sampling: draw training cases with class-balanced weights (classification).
+        spatial_dims: 2 or 3, for the augmentation's random rotations and zooms.
     """
 
     def __init__(
@@ -59,6 +60,7 @@ class ManifestDataModule(L.LightningDataModule):
         repair_tilt: bool = False,
         seed: int = 0,
         balanced_sampling: bool = False,
+        spatial_dims: int = 3,
     ) -> None:
         super().__init__()
         if "split" not in internal.columns:
@@ -84,6 +86,7 @@ class ManifestDataModule(L.LightningDataModule):
         self.prepare_workers = prepare_workers
         self.seed = seed
         self.balanced_sampling = balanced_sampling
+        self.spatial_dims = spatial_dims
         self._prepared: dict[str, list[dict]] = {}
         self._datasets: dict[str, Dataset] = {}
 
@@ -134,7 +137,11 @@ class ManifestDataModule(L.LightningDataModule):
         """Prepared dataset for set ``name``; random augmentation only when ``train``."""
         key = f"{name}:{train}"
         if key not in self._datasets:
-            augment = self.augmentation.build(self.with_mask, self.seed) if train else None
+            augment = (
+                self.augmentation.build(self.with_mask, self.seed, self.spatial_dims)
+                if train
+                else None
+            )
             if self.cache:
                 self._datasets[key] = Dataset(self.prepared(name), augment)
             else:

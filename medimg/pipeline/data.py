@@ -127,6 +127,7 @@ def build_datamodule(cfg: DictConfig) -> tuple[ManifestDataModule, pd.DataFrame]
         repair_tilt=cfg.data.repair_tilt,
         seed=cfg.seed,
         balanced_sampling=cfg.data.balanced_sampling,
+        spatial_dims=len(cfg.preprocess.size),
     )
     return datamodule, split
 

@@ -48,6 +48,14 @@ class AugmentationSchema:
     flip_prob: float = 0.5
     noise_std: float = 0.02
     intensity_prob: float = 0.3
+    # medium/strong presets (0 leaves a transform out, so light stays what it was).
+    prob_spatial: float = 0.0
+    rotate_deg: float = 0.0
+    scale: float = 0.0
+    gamma: float = 0.0
+    smooth_sigma: float = 0.0
+    intensity_scale: float = 0.1
+    intensity_shift: float = 0.05
 
 
 @dataclass
@@ -85,6 +93,10 @@ class TrainerSchema:
     accumulate_grad_batches: int = 1
     check_val_every_n_epoch: int = 1
     enable_progress_bar: bool = True
+    # Multi-process training (configs/trainer/ddp.yaml); the defaults are Lightning's.
+    num_nodes: int = 1
+    use_distributed_sampler: bool = True
+    sync_batchnorm: bool = False
 
 
 @dataclass

@@ -9,11 +9,25 @@ import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
+from torchmetrics import MeanMetric
 
 from medimg.data import keys
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
 SchedulerFactory = Callable[..., Any]
+
+# Logged metrics where a smaller value is better; every other metric is better when larger.
+LOWER_IS_BETTER = ("loss", "mae", "rmse")
+
+
+def monitor_mode(metric: str) -> str:
+    """``min`` or ``max``: the checkpoint/early-stopping mode for a logged metric name.
+
+    >>> monitor_mode("val/mae"), monitor_mode("val/dice_liver")
+    ('min', 'max')
+    """
+    name = metric.rsplit("/", 1)[-1]
+    return "min" if name in LOWER_IS_BETTER else "max"
 
 
 class BaseTask(L.LightningModule):
@@ -49,6 +63,10 @@ class BaseTask(L.LightningModule):
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         self.monitor = monitor or self.monitor_default
+        # Epoch losses of val/test as torchmetrics means weighted by cases: under DDP the states
+        # are summed across processes, so the loss does not depend on how cases were sharded
+        # (Lightning's sync_dist would average the per-process means instead).
+        self.epoch_loss = nn.ModuleDict({stage: MeanMetric() for stage in ("val", "test")})
         self.compile_net = bool(compile)
         self.takes_covariates = bool(getattr(net, "takes_covariates", False))
         # Held outside the module tree (object.__setattr__) so no "_compiled." keys appear.
@@ -139,16 +157,25 @@ class BaseTask(L.LightningModule):
         target = self.target(batch)
         loss = self.loss(logits, target)
         batch_size = image.shape[0]
-        on_step = stage == "train"
-        self.log(
-            f"{stage}/loss",
-            loss,
-            on_step=on_step,
-            on_epoch=True,
-            prog_bar=True,
-            batch_size=batch_size,
-            sync_dist=not on_step,
-        )
+        if stage == "train":
+            self.log(
+                "train/loss",
+                loss,
+                on_step=True,
+                on_epoch=True,
+                prog_bar=True,
+                batch_size=batch_size,
+            )
+        else:
+            self.epoch_loss[stage].update(loss.detach(), weight=batch_size)
+            self.log(
+                f"{stage}/loss",
+                self.epoch_loss[stage],
+                on_step=False,
+                on_epoch=True,
+                prog_bar=True,
+                batch_size=batch_size,
+            )
         if stage != "train":
             self.update_metrics(stage, self.activate(logits.detach()), target)
         return loss
