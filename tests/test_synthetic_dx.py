@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import subprocess
 from pathlib import Path
 
 import nibabel as nib
@@ -91,6 +92,18 @@ def test_dicom_headers_with_pydicom(dataset):
         assert "ImagerPixelSpacing" in ds
         photometric.add(ds.PhotometricInterpretation)
     assert photometric == {"MONOCHROME1", "MONOCHROME2"}
+
+
+def test_dicom_files_pass_dciodvfy(dataset):
+    """dicom3tools' validator checks every DX For Presentation attribute the IOD requires."""
+    for folder, row in _all_rows(dataset)[::4]:
+        result = subprocess.run(
+            ["dciodvfy", str(folder / row["image"])], capture_output=True, text=True, check=False
+        )
+        problems = [
+            line for line in result.stderr.splitlines() if line.startswith(("Error", "Warning"))
+        ]
+        assert "DXImageForPresentation" in result.stderr and not problems, problems
 
 
 def test_read_image_matches_pydicom_and_mask_lines_up(dataset):

@@ -1,10 +1,9 @@
 """Deterministic synthetic two-site chest-radiograph dataset: one DX DICOM file per study.
 
-Each study is a frontal chest-like phantom (:mod:`medimg.data.chest_phantom`) written as
-Digital X-Ray Image Storage – For Presentation (12 bits, MONOCHROME2 or MONOCHROME1) with a
-2D NIfTI label map (1 lung, 2 heart) on the same pixel grid, in the geometry medimg reads
-radiographs in (see :func:`medimg.data.dicom.read_dicom_series`: voxel ``(i, j)`` is column
-``i``, row ``j``; affine ``diag(-column spacing, -row spacing, 1)`` in RAS, origin 0).
+Each study is a frontal chest-like phantom (:mod:`medimg.data.chest_phantom`) seen by one of
+the synthetic systems of :mod:`medimg.data.radiography` and written as Digital X-Ray Image
+Storage – For Presentation (12 bits, MONOCHROME2 or MONOCHROME1) with a 2D NIfTI label map
+(1 lung, 2 heart) on the same pixel grid.
 """
 
 from __future__ import annotations
@@ -21,13 +20,18 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import DigitalXRayImageStorageForPresentation, ExplicitVRLittleEndian, generate_uid
-from skimage.filters import gaussian
+from pydicom.uid import generate_uid
 
 from medimg.data.chest_phantom import ChestAnatomy, Findings, draw_chest, place_nodule
+from medimg.data.radiography import (
+    SITES,
+    Vendor,
+    detector_values,
+    pixel_coordinates,
+    write_dx,
+    write_mask,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -53,54 +57,6 @@ _AGE_EFFECT = 0.2  # prevalence change from age 25 to 85 (centred on 55): findin
 _MAX_SHIFT = 10.0  # mm, patient position in the field
 _MAX_TILT = 0.05  # rad, patient rotation in the image plane
 _BASE_DATE = _dt.date(2020, 1, 1)
-_MAX_STORED = 4095  # 12 bits
-
-
-@dataclass(frozen=True)
-class Vendor:
-    """Detector and processing of one synthetic radiography system.
-
-    Attributes:
-        manufacturer: DICOM Manufacturer.
-        model_name: DICOM ManufacturerModelName.
-        rows: Image rows.
-        columns: Image columns.
-        spacing: Pixel spacing in mm (isotropic).
-        pixel_spacing_tag: Also write PixelSpacing (else only ImagerPixelSpacing).
-        gain: Detector value per unit density (before per-image exposure variation).
-        offset: Detector value of air.
-        gamma: Contrast curve exponent applied to density.
-        noise: Gaussian noise standard deviation in density units.
-        blur: Gaussian blur (detector MTF) in pixels.
-    """
-
-    manufacturer: str
-    model_name: str
-    rows: int
-    columns: int
-    spacing: float
-    pixel_spacing_tag: bool
-    gain: float
-    offset: float
-    gamma: float
-    noise: float
-    blur: float
-
-
-# Site A has two systems (the second noisier: a subgroup gap); site B differs in detector,
-# contrast curve, noise and sharpness, and writes only ImagerPixelSpacing.
-SITES: dict[str, tuple[tuple[Vendor, float], ...]] = {
-    "A": (
-        (
-            Vendor("Lumen Radiography", "LR-DR1", 256, 256, 1.4, True, 3400, 200, 1.0, 0.02, 0.6),
-            0.6,
-        ),
-        (Vendor("Apex X-Ray", "AX-Flex", 256, 256, 1.4, True, 3000, 350, 1.0, 0.04, 0.8), 0.4),
-    ),
-    "B": (
-        (Vendor("Orion Imaging", "OR-500", 300, 280, 1.25, False, 3600, 120, 0.8, 0.04, 1.2), 1.0),
-    ),
-}
 
 
 @dataclass(frozen=True)
@@ -301,15 +257,27 @@ def _generate(task: _StudyTask) -> dict[str, object]:
     vendor = vendors[int(rng.choice(len(vendors), p=np.asarray(weights)))]
     findings = _findings(rng, task, patient_rng)
     density, labels = _render(rng, task.anatomy, findings, vendor)
-    stored = _detector(rng, density, vendor)
+    stored = detector_values(rng, density, vendor)
     monochrome1 = bool(rng.random() < MONOCHROME1_FRACTION)
     case_id = f"{task.patient_id}_s{task.study_index + 1}"
     out = Path(task.out_dir)
     study_uid = _uid(task, "study")
-    _write_dicom(
-        out / "images" / f"{case_id}.dcm", task, vendor, stored, monochrome1, study_uid, rng
-    )
-    _write_mask(out / "masks" / f"{case_id}.nii.gz", labels, vendor)
+    seconds = int(rng.integers(7 * 3600, 19 * 3600))
+    header = {
+        "PatientName": f"SYNTH^{task.patient_id}",
+        "PatientID": task.patient_id,
+        "PatientSex": task.sex,
+        "PatientAge": f"{task.age:03d}Y",
+        "StudyInstanceUID": study_uid,
+        "SeriesInstanceUID": _uid(task, "series"),
+        "SOPInstanceUID": _uid(task, "sop"),
+        "StudyDate": task.study_date,
+        "StudyTime": f"{seconds // 3600:02d}{seconds // 60 % 60:02d}{seconds % 60:02d}",
+        "StudyID": str(task.study_index + 1),
+        "KVP": f"{rng.uniform(110.0, 125.0):.4g}",
+    }
+    write_dx(out / "images" / f"{case_id}.dcm", vendor, stored, monochrome1, header)
+    write_mask(out / "masks" / f"{case_id}.nii.gz", labels, vendor)
     present = {
         "nodule": findings.nodule is not None,
         "effusion": bool(findings.effusion),
@@ -330,13 +298,6 @@ def _generate(task: _StudyTask) -> dict[str, object]:
     }
 
 
-def pixel_coordinates(vendor: Vendor) -> tuple[np.ndarray, np.ndarray]:
-    """Millimetre offsets from the image centre of every column (x) and row (y)."""
-    x = (np.arange(vendor.columns) - (vendor.columns - 1) / 2.0) * vendor.spacing
-    y = (np.arange(vendor.rows) - (vendor.rows - 1) / 2.0) * vendor.spacing
-    return x[None, :], y[:, None]
-
-
 def _render(
     rng: np.random.Generator, anatomy: ChestAnatomy, findings: Findings, vendor: Vendor
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -348,103 +309,6 @@ def _render(
     px = cos * (x - shift[0]) + sin * (y - shift[1])
     py = -sin * (x - shift[0]) + cos * (y - shift[1])
     return draw_chest(anatomy, findings, px, py)
-
-
-def _detector(rng: np.random.Generator, density: np.ndarray, vendor: Vendor) -> np.ndarray:
-    """12-bit detector values: blur, contrast curve, exposure variation and noise."""
-    blurred = gaussian(density, sigma=vendor.blur, mode="nearest", preserve_range=True)
-    noisy = np.clip(blurred, 0.0, None) ** vendor.gamma
-    noisy += rng.standard_normal(density.shape) * vendor.noise
-    gain = vendor.gain * rng.uniform(0.85, 1.15)
-    offset = vendor.offset + rng.uniform(-60.0, 60.0)
-    return np.clip(np.rint(offset + gain * noisy), 0, _MAX_STORED).astype(np.uint16)
-
-
-def _ds(value: float) -> str:
-    """A number as a DICOM DS string (at most 16 characters)."""
-    return f"{float(value):.6g}"
-
-
-def _write_dicom(
-    path: Path,
-    task: _StudyTask,
-    vendor: Vendor,
-    stored: np.ndarray,
-    monochrome1: bool,
-    study_uid: str,
-    rng: np.random.Generator,
-) -> None:
-    """Write one DX For Presentation file (12 bits stored in 16)."""
-    sop_uid = _uid(task, "sop")
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = DigitalXRayImageStorageForPresentation
-    meta.MediaStorageSOPInstanceUID = sop_uid
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID = DigitalXRayImageStorageForPresentation
-    ds.SOPInstanceUID = sop_uid
-    ds.StudyInstanceUID = study_uid
-    ds.SeriesInstanceUID = _uid(task, "series")
-    ds.Modality = "DX"
-    ds.PresentationIntentType = "FOR PRESENTATION"
-    ds.ImageType = ["ORIGINAL", "PRIMARY", ""]
-    ds.Manufacturer = vendor.manufacturer
-    ds.ManufacturerModelName = vendor.model_name
-    ds.PatientName = f"SYNTH^{task.patient_id}"
-    ds.PatientID = task.patient_id
-    ds.PatientSex = task.sex
-    ds.PatientAge = f"{task.age:03d}Y"
-    ds.PatientBirthDate = ""
-    ds.StudyDate = ds.SeriesDate = ds.ContentDate = task.study_date
-    seconds = int(rng.integers(7 * 3600, 19 * 3600))
-    ds.StudyTime = ds.SeriesTime = ds.ContentTime = (
-        f"{seconds // 3600:02d}{seconds // 60 % 60:02d}{seconds % 60:02d}"
-    )
-    ds.StudyID = str(task.study_index + 1)
-    ds.AccessionNumber = ""
-    ds.ReferringPhysicianName = ""
-    ds.SeriesNumber = 1
-    ds.InstanceNumber = 1
-    ds.BodyPartExamined = "CHEST"
-    ds.ViewPosition = "PA"
-    ds.PatientOrientation = ["L", "F"]
-    ds.ImagerPixelSpacing = [_ds(vendor.spacing)] * 2
-    if vendor.pixel_spacing_tag:
-        ds.PixelSpacing = [_ds(vendor.spacing)] * 2
-    ds.DetectorType = "SCINTILLATOR"
-    ds.KVP = _ds(rng.uniform(110.0, 125.0))
-    ds.Rows, ds.Columns = stored.shape
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = "MONOCHROME1" if monochrome1 else "MONOCHROME2"
-    ds.PresentationLUTShape = "INVERSE" if monochrome1 else "IDENTITY"
-    ds.BitsAllocated = 16
-    ds.BitsStored = 12
-    ds.HighBit = 11
-    ds.PixelRepresentation = 0
-    ds.RescaleSlope = "1"
-    ds.RescaleIntercept = "0"
-    ds.RescaleType = "US"
-    ds.WindowCenter = "2048"
-    ds.WindowWidth = "4096"
-    values = _MAX_STORED - stored if monochrome1 else stored
-    ds.PixelData = np.ascontiguousarray(values, dtype="<u2").tobytes()
-    ds.save_as(path, enforce_file_format=True)
-
-
-def mask_affine(vendor: Vendor) -> np.ndarray:
-    """Voxel→RAS affine of a vendor's images as medimg reads them (and of their masks)."""
-    return np.diag([-vendor.spacing, -vendor.spacing, 1.0, 1.0]) + 0.0
-
-
-def _write_mask(path: Path, labels: np.ndarray, vendor: Vendor) -> None:
-    """Write the label map as a 2D uint8 NIfTI indexed (column, row), like the image."""
-    affine = mask_affine(vendor)
-    image = nib.Nifti1Image(np.ascontiguousarray(labels.T, dtype=np.uint8), affine)
-    image.set_qform(affine, code=1)
-    image.set_sform(affine, code=1)
-    image.header.set_data_dtype(np.uint8)
-    nib.save(image, str(path))
 
 
 def _write_manifest(path: Path, rows: list[dict[str, object]]) -> None:
