@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import numpy as np
-from sklearn.metrics import confusion_matrix, precision_recall_curve, roc_curve
+from sklearn import metrics as skm
+from sklearn.metrics import precision_recall_curve, roc_curve
 
 from medimg.evaluation import stats
 from medimg.evaluation.weighted import ece_bins, ratio
@@ -99,4 +100,9 @@ def reliability(y: np.ndarray, p: np.ndarray, n_bins: int = 10, patients=None, l
 
 def confusion(y: np.ndarray, p: np.ndarray, threshold: float) -> list[list[int]]:
     """2×2 confusion matrix at the operating point: rows true 0/1, columns predicted 0/1."""
-    return confusion_matrix(y, (p >= threshold).astype(int), labels=[0, 1]).tolist()
+    return skm.confusion_matrix(y, (p >= threshold).astype(int), labels=[0, 1]).tolist()
+
+
+def confusion_matrix(y: np.ndarray, predicted: np.ndarray, n_classes: int) -> list[list[int]]:
+    """K×K confusion matrix of class indices: rows reference, columns predicted."""
+    return skm.confusion_matrix(y, predicted, labels=list(range(n_classes))).tolist()

@@ -77,17 +77,19 @@ def reliability_figure(curves: Mapping[str, dict], path: Path, n_bins: int = 10)
     return _save(fig, path)
 
 
-def confusion_figure(matrix: Sequence[Sequence[int]], threshold: float, path: Path) -> Path:
-    """2×2 confusion matrix at the operating point."""
-    fig = Figure(figsize=(4, 3.6))
-    ax = fig.add_subplot()
-    m = np.asarray(matrix)
-    ax.imshow(m, cmap="Blues")
-    for (i, j), value in np.ndenumerate(m):
-        colour = "white" if value > m.max() / 2 else "black"
-        ax.text(j, i, str(value), ha="center", va="center", color=colour, fontsize=14)
-    ax.set(xticks=[0, 1], yticks=[0, 1], xticklabels=["neg", "pos"], yticklabels=["neg", "pos"])
-    ax.set(xlabel="predicted", ylabel="reference", title=f"Threshold {threshold:.3f}")
+def confusion_figure(panels: Sequence[Mapping], path: Path) -> Path:
+    """Confusion matrices side by side; each panel has ``title``, ``matrix`` and ``labels``."""
+    fig = Figure(figsize=(3.8 * len(panels), 3.6))
+    axes = fig.subplots(1, len(panels), squeeze=False)[0]
+    for ax, panel in zip(axes, panels, strict=True):
+        m, labels = np.asarray(panel["matrix"]), list(panel["labels"])
+        ax.imshow(m, cmap="Blues")
+        for (i, j), value in np.ndenumerate(m):
+            colour = "white" if value > m.max() / 2 else "black"
+            ax.text(j, i, str(value), ha="center", va="center", color=colour, fontsize=12)
+        ticks = list(range(len(labels)))
+        ax.set(xticks=ticks, yticks=ticks, xticklabels=labels, yticklabels=labels)
+        ax.set(xlabel="predicted", ylabel="reference", title=panel["title"])
     return _save(fig, path)
 
 

@@ -67,9 +67,8 @@ def make_figures(results: dict, name: str, folder: Path, overlays=None) -> dict[
         out["reliability"] = figures.reliability_figure(
             rel, folder / "reliability.png", results["settings"]["ece_bins"]
         )
-        first = next(iter(curves.values()))
         out["confusion"] = figures.confusion_figure(
-            first["confusion"], first["threshold"], folder / "confusion.png"
+            _confusion_panels(block), folder / "confusion.png"
         )
     headline = HEADLINE[mode]
     if any(b.get("groups") for b in block["subgroups"].values()) and headline in block["metrics"]:
@@ -84,6 +83,20 @@ def make_figures(results: dict, name: str, folder: Path, overlays=None) -> dict[
     if overlays:
         out["overlays"] = figures.overlay_figure(overlays, folder / "overlays.png")
     return out
+
+
+def _confusion_panels(block: dict) -> list[dict]:
+    """Multi-class: the K×K argmax matrix; otherwise one 2×2 per class at its operating point."""
+    if "confusion_argmax" in block:
+        return [{"title": "argmax", **block["confusion_argmax"]}]
+    return [
+        {
+            "title": f"{'' if cls == 'positive' else cls + ': '}threshold {c['threshold']:.3f}",
+            "matrix": c["confusion"],
+            "labels": ["neg", "pos"],
+        }
+        for cls, c in block["curves"].items()
+    ][:6]
 
 
 def _metrics_section(results: dict, name: str) -> Section:
@@ -214,7 +227,7 @@ def set_report_sections(
             ("roc", "ROC with 95% bootstrap band"),
             ("pr", "Precision-recall with 95% bootstrap band"),
             ("reliability", "Reliability diagram"),
-            ("confusion", "Confusion matrix at the operating point"),
+            ("confusion", "Confusion matrix (multi-class: argmax; else at the operating point)"),
             ("comparison", "Internal vs external"),
         )
         if k in figs

@@ -132,6 +132,14 @@ def _evaluate_one(problem: Problem, table: pd.DataFrame, name: str, cfg: Evaluat
                 d = stats.delong_ci(y, p, cfg.level)
                 target["auroc"].update(delong_ci=list(d["ci"]), delong_se=d["se"])
             block["curves"][prefix[:-1] or "positive"] = _curves(y, p, threshold, W, table, cfg)
+    if problem.mode == "multiclass":
+        probs = table[indexed_columns(table, "prob")].to_numpy(float)
+        block["confusion_argmax"] = {
+            "labels": problem.classes,
+            "matrix": curves.confusion_matrix(
+                table["label"].to_numpy().astype(int), probs.argmax(1), len(problem.classes)
+            ),
+        }
     block["subgroups"] = subgroup_analysis(problem, table, cfg, name)
     return block, samples
 
