@@ -14,6 +14,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from medimg.tasks import ClassificationTask, RegressionTask, SegmentationTask
+from medimg.tasks.base import monitor_mode
 
 ADAM = partial(torch.optim.Adam, lr=1e-3)
 
@@ -290,6 +291,22 @@ def test_regression_losses_on_standardised_targets(name):
     assert task.loss(out, y).item() == pytest.approx(expected[name], rel=1e-6)
 
 
+@pytest.mark.parametrize(
+    ("metric", "mode"),
+    [
+        ("val/loss", "min"),
+        ("val/mae", "min"),
+        ("test/rmse", "min"),
+        ("val/auroc", "max"),
+        ("val/dice", "max"),
+        ("val/auroc_maelstrom", "max"),
+    ],
+)
+def test_monitor_mode_follows_the_metric(metric, mode):
+    assert monitor_mode(metric) == mode
+    assert monitor_mode(RegressionTask(PassThrough(1), ADAM).monitor) == "min"
+
+
 def test_regression_refuses_too_few_targets():
     task = RegressionTask(PassThrough(1), ADAM)
     with pytest.raises(ValueError, match="at least 2 finite"):
@@ -363,6 +380,7 @@ from torch.utils.data import DataLoader
 sys.path.insert(0, sys.argv[2])
 from test_tasks import LabelMapNet, PassThrough
 from medimg.tasks import ClassificationTask, RegressionTask, SegmentationTask
+from medimg.tasks.base import monitor_mode
 
 rng = np.random.default_rng(0)
 y = rng.integers(0, 2, (24, 3)).astype(np.float32)

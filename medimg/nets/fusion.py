@@ -44,7 +44,10 @@ class FusionNet(nn.Module):
             ("hidden", hidden),
         ):
             if int(value) < 1:
-                raise ValueError(f"net.{name} must be >= 1, got {value}")
+                hint = " (FusionNet needs covariates: set data.covariates)" * (
+                    name == "n_covariates"
+                )
+                raise ValueError(f"net.{name} must be >= 1{hint}, got {value}")
         if not 0 <= dropout < 1:
             raise ValueError(f"net.dropout must be in [0, 1), got {dropout}")
         self.image_net = image_net
