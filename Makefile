@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.medimg-installed
 # Debian packages the tests need: dcm2niix is the reference for DICOM geometry.
-APT_PACKAGES ?= dcm2niix dicom3tools chromium chromium-driver
+APT_PACKAGES ?= dcm2niix dicom3tools chromium chromium-driver orthanc orthanc-dicomweb
 # Extra overrides for `make train`, e.g. `make train ARGS="experiment=seg3d"`.
 ARGS ?=
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -20,8 +19,6 @@ from medimg.data.image import read_image
 from medimg.data.loading import mask_on_image_grid
 from medimg.export import load_model
 from medimg.export.tiny import export_tiny
-
-pytestmark = pytest.mark.skipif(shutil.which("dciodvfy") is None, reason="needs dicom3tools")
 
 
 def dciodvfy(path: Path) -> tuple[list[str], list[str]]:

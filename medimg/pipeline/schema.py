@@ -119,6 +119,15 @@ class ReferenceSchema:
 class ExportSchema:
     enabled: bool = True
     parity_atol: float = 1e-4
+    # torchscript (default) | torch_export (.pt2) | onnx; see medimg.export.model_file.
+    format: str = "torchscript"
+    # Segmentation parity: Dice of exported vs framework label maps on the input grid.
+    parity_min_dice: float = 0.99
+    intended_use: str | None = None
+    # Decision threshold reported for binary classification (null: 0.5, marked uncalibrated).
+    operating_point: float | None = None
+    # {label name: {type: {scheme, value, meaning}, category: {...}}} for DICOM results.
+    label_codes: Any = None
 
 
 @dataclass
