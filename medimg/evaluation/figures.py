@@ -33,7 +33,7 @@ def roc_figure(rocs: Mapping[str, dict], path: Path) -> Path:
         ax.fill_between(
             roc["grid"], _finite(roc["low"]), _finite(roc["high"]), color=colour, alpha=0.2
         )
-        ax.plot(roc["fpr"], roc["tpr"], color=colour, label=name, drawstyle="steps-post")
+        ax.plot(roc["fpr"], roc["tpr"], color=colour, label=name)
     ax.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1)
     ax.set(xlabel="1 − specificity", ylabel="sensitivity", title="ROC (95% bootstrap band)")
     ax.set(xlim=(0, 1), ylim=(0, 1.01))

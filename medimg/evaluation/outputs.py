@@ -46,7 +46,9 @@ def set_metrics(results: dict, name: str) -> dict:
 def make_figures(results: dict, name: str, folder: Path, overlays=None) -> dict[str, Path]:
     """All PNG figures of one set; returns figure name → path."""
     mode, block, internal = results["mode"], results["sets"][name], results["internal"]
-    shown = [s for s in results["sets"] if s in (name, internal)]  # colours follow set order
+    # The internal set's report shows every set; an external one shows itself beside the internal.
+    # Colours follow the set order, as in the comparison figure.
+    shown = [s for s in results["sets"] if name in (internal, s) or s == internal]
     out: dict[str, Path] = {}
     curves = block.get("curves", {})
     if curves:
