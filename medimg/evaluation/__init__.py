@@ -1,1 +1,10 @@
-"""Metrics and per-case predictions for evaluated sets."""
+"""Evaluation: metrics with patient-bootstrap intervals, calibration, subgroups, reports.
+
+Entry points: :func:`medimg.evaluation.sets.evaluate_sets` (per-case tables → JSON-able
+results), :func:`medimg.evaluation.outputs.write_set_outputs` (``metrics.json``, figures and a
+self-contained ``report.html`` per set), :func:`medimg.evaluation.tracker.to_tracker`.
+Per-case tables come from :func:`medimg.evaluation.predict.summarise` (and, for segmentation,
+:func:`medimg.evaluation.segmentation.case_table`) with :func:`~medimg.evaluation.predict.
+attach_manifest` adding patients and attributes; the dataset audit is
+:func:`medimg.evaluation.subgroups.audit_table`.
+"""
