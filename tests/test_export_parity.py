@@ -172,3 +172,14 @@ def test_classification_export_parity_in_every_format(manifests, tmp_path, fmt):
     assert card["labels"][1]["code"] == {"scheme": "SCT", "value": "52988006", "meaning": "Lesion"}
     if fmt != "torchscript":
         assert card["export"]["input_shape"] == [64, 64, 40] and card["export"]["gaps"]
+
+
+@pytest.mark.parametrize("fmt", ["torch_export", "onnx"])
+def test_segmentation_parity_in_the_traced_formats(manifests, tmp_path, fmt):
+    datamodule, task, outputs = _setup("segmentation", manifests, _threshold_net())
+    path = export_run(_config("segmentation", fmt), task, datamodule, outputs, {}, {}, tmp_path)
+    card = load_model(path).card
+    assert card["parity"]["passed"] and card["parity"]["min_dice"] >= 0.99
+    assert card["parity"]["n_cases"] == 4 and path.suffix == {"torch_export": ".pt2"}.get(
+        fmt, ".onnx"
+    )

@@ -24,6 +24,8 @@ from medimg.export.integrity import seal, verify
 from medimg.files import write_atomic
 
 log = logging.getLogger(__name__)
+# The ONNX optimiser logs every folded initializer at INFO level.
+logging.getLogger("onnxscript").setLevel(logging.WARNING)
 CARD_NAME = "model_card.json"
 ONNX_CARD_KEY = "medimg.model_card"
 ONNX_INPUTS = ("volume", "affine")

@@ -248,3 +248,25 @@ def export_from_run(
     target = Path(output_dir) if output_dir else run_dir / f"export-{cfg.export.format}"
     return export_run(cfg, task, datamodule, outputs, metrics, extra, run_dir, target)
 
+
+def export_main(argv: list[str] | None = None) -> None:
+    """``scripts/export.py RUN_DIR [--format F] [--checkpoint best|last] [--output DIR]``.
+
+    Prints the model file's path; bad input: one line on stderr, exit status 2.
+    """
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(description="export a run's checkpoint (with parity)")
+    parser.add_argument("run_dir")
+    parser.add_argument("--format", choices=sorted(FORMATS), default=None)
+    parser.add_argument("--checkpoint", default="best", choices=["best", "last"])
+    parser.add_argument("--output", default=None, help="folder (default <run>/export-<format>)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    try:
+        path = export_from_run(args.run_dir, args.format, args.checkpoint, args.output)
+    except (DataError, ExportError) as err:
+        sys.stderr.write(f"medimg: error: {err}\n")
+        sys.exit(2)
+    print(path, flush=True)
