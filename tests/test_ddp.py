@@ -10,6 +10,7 @@ from tests.conftest import run_dir_of, run_script, train_overrides
 
 
 def _validate(tmp, data_dir, checkpoint, *extra):
+    tmp.mkdir()
     overrides = train_overrides(
         tmp,
         data_dir,

@@ -67,7 +67,7 @@ def build_net(cfg: DictConfig) -> nn.Module:
     """The network from ``cfg.net``, initialised from ``cfg.init`` when a weight file is given."""
     net = instantiate(cfg.net)
     init = cfg.get("init")
-    if init is not None and (init.weights or init.freeze_encoder):
+    if init is not None and (init.weights or init.freeze_encoder or init.head is not None):
         from medimg.nets.init import apply_init
 
         apply_init(
