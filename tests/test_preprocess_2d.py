@@ -155,6 +155,16 @@ def test_scripted_2d_module_matches_eager(mode):
     assert torch.allclose(scripted.grid_affine(affine, [30, 22]), pre.grid_affine(affine, [30, 22]))
 
 
+def test_2d_module_exports_with_torch_export():
+    """No branch on values (grid axes, per-image statistics), so torch.export can trace it."""
+    pre = _pre(normalise="percentile")
+    image, affine = torch.rand(30, 22, 1) * 1000, AFFINES["coronal"]
+    exported = torch.export.export(pre, (image, affine)).module()
+    assert torch.allclose(exported(image, affine), pre(image, affine), atol=1e-6)
+    flipped = _flip(image, affine, 0)  # other values and affine, same shapes
+    assert torch.allclose(exported(*flipped), pre(*flipped), atol=1e-6)
+
+
 @pytest.mark.parametrize(
     "kwargs, message",
     [

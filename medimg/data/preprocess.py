@@ -113,21 +113,20 @@ def plane_axes(affine: Tensor) -> Tensor:
     so that its largest RAS component is positive and ordered by that component's axis. So
     an image and the same image with flipped or swapped axes (and the matching affine) get
     the same grid; a radiograph read by medimg (axial-like, see ``read_dicom_series``) gets
-    R, A, S.
+    R, A, S. Tensor operations only (no branch on values), so it also exports with
+    ``torch.export``.
     """
     m = affine[:3, :3].to(torch.float64)
     u = m[:, 0] / torch.linalg.vector_norm(m[:, 0])
     v = m[:, 1] - (m[:, 1] @ u) * u
     v = v / torch.linalg.vector_norm(v)
-    iu = int(torch.argmax(u.abs()))
-    iv = int(torch.argmax(v.abs()))
-    if u[iu] < 0:
-        u = -u
-    if v[iv] < 0:
-        v = -v
-    if iv < iu:
-        u, v = v, u
-    return torch.stack([u, v, torch.linalg.cross(u, v)], dim=1)
+    iu = torch.argmax(u.abs(), dim=0, keepdim=True)
+    iv = torch.argmax(v.abs(), dim=0, keepdim=True)
+    u = u * torch.sign(u.gather(0, iu))
+    v = v * torch.sign(v.gather(0, iv))
+    swap = iv < iu
+    first, second = torch.where(swap, v, u), torch.where(swap, u, v)
+    return torch.stack([first, second, torch.linalg.cross(first, second)], dim=1)
 
 
 class VolumePreprocessor(torch.nn.Module):
@@ -243,31 +242,36 @@ class VolumePreprocessor(torch.nn.Module):
             out = out[..., 0]
         return out
 
-    def intensity_range(self, volume: Tensor) -> tuple[float, float]:
-        """``(low, high)`` of the normalisation: the window, per-image bounds, or mean and std."""
-        if self.mode == "window":
-            return self.low, self.high
+    def intensity_range(self, volume: Tensor) -> tuple[Tensor, Tensor]:
+        """Per-image ``(low, high)`` bounds of ``volume``, or ``(mean, std)`` for z-scores."""
         values = volume.detach().reshape(-1).to(torch.float32)
         if self.mode == "zscore":
-            return float(values.mean()), max(float(values.std(unbiased=False)), 1e-6)
+            return values.mean(), values.std(unbiased=False).clamp_min(1e-6)
         if self.mode == "minmax":
-            low, high = float(values.min()), float(values.max())
+            low, high = values.min(), values.max()
         else:
             cap = self.max_quantile_values
             step = (values.numel() + cap - 1) // cap
             sample = values[::step].to(torch.float64)
             quantiles = torch.tensor([self.q_low, self.q_high], dtype=torch.float64)
-            bounds = torch.quantile(sample, quantiles)
-            low, high = float(bounds[0]), float(bounds[1])
-        return low, max(high, low + 1e-6)
+            bounds = torch.quantile(sample, quantiles).to(torch.float32)
+            low, high = bounds[0], bounds[1]
+        return low, torch.maximum(high, low + 1e-6)
 
-    def normalise(self, image: Tensor, low: float, high: float) -> Tensor:
-        """Clip to ``[low, high]`` and scale to [0, 1]; for z-scores ``(x - mean) / std``."""
+    def normalise(self, image: Tensor, volume: Tensor) -> Tensor:
+        """Scale ``image`` by the window, or by per-image statistics of the input ``volume``.
+
+        Window and per-image bounds clip to ``[low, high]`` and scale to [0, 1]; z-scores are
+        ``(x - mean) / std``, unclipped.
+        """
+        if self.mode == "window":
+            if not self.use_window:
+                return image
+            return (image.clamp(self.low, self.high) - self.low) / (self.high - self.low)
+        low, high = self.intensity_range(volume)
         if self.mode == "zscore":
             return (image - low) / high
-        if self.mode == "window" and not self.use_window:
-            return image
-        return (image.clamp(low, high) - low) / (high - low)
+        return (torch.minimum(torch.maximum(image, low), high) - low) / (high - low)
 
     def forward(self, volume: Tensor, affine: Tensor) -> Tensor:
         """Prepare an image: ``volume`` (X, Y, Z) or (C, X, Y, Z), ``affine`` voxel→RAS (4x4).
@@ -276,9 +280,8 @@ class VolumePreprocessor(torch.nn.Module):
         is a 2D image: (X, Y), (X, Y, 1) or (C, X, Y, 1)).
         """
         volume = self._channels_first(volume)
-        low, high = self.intensity_range(volume)
         image = self.resample(volume, affine, "bilinear", self.fill_value)
-        return self.normalise(image, low, high)
+        return self.normalise(image, volume)
 
     @torch.jit.export
     def resample_mask(self, mask: Tensor, affine: Tensor) -> Tensor:
