@@ -36,6 +36,8 @@ def build_preprocessor(cfg: DictConfig) -> VolumePreprocessor:
             size=tuple(int(v) for v in p.size),
             window=window,
             fill_value=float(p.fill_value),
+            normalise=str(p.get("normalise", "window")),
+            percentiles=tuple(float(v) for v in p.get("percentiles", (1.0, 99.0))),
         )
     )
 
