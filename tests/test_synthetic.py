@@ -13,7 +13,14 @@ import pytest
 from scipy import ndimage
 
 import medimg.data.synthetic as synthetic
-from medimg.data.synthetic import EXTERNAL_SITE, INTERNAL_SITE, SiteSpec, make_synthetic_ct
+from medimg.data.synthetic import (
+    EXTERNAL_SITE,
+    INTERNAL_SITE,
+    INTERNAL_SITE_LEGACY,
+    SiteSpec,
+    make_synthetic_ct,
+)
+from medimg.data.synthetic_clinical import clinical_rng
 
 COLUMNS = [
     "case_id",
@@ -26,8 +33,16 @@ COLUMNS = [
     "sex",
     "age",
     "manufacturer",
+    "mask_organs",
+    "lesion_volume_ml",
+    "crp",
+    "outcome",
 ]
+# The phantom's specification, restated: true HU of liver and kidney, organ labels.
 LIVER_HU = 60.0
+KIDNEY_HU = 20.0
+LIVER, KIDNEY, LESION = 1, 2, 3
+SCANNERS = {s.manufacturer: s for s in (INTERNAL_SITE, INTERNAL_SITE_LEGACY, EXTERNAL_SITE)}
 SEED = 0
 N_INTERNAL = 10
 N_EXTERNAL = 6
@@ -80,6 +95,19 @@ def _lesion_centroid_ras(slices: list[pydicom.Dataset], site: SiteSpec) -> np.nd
     return world.mean(axis=0) * np.array([-1.0, -1.0, 1.0])
 
 
+def _scanner(row: dict[str, str]) -> SiteSpec:
+    return SCANNERS[row["manufacturer"]]
+
+
+def _hu_nifti_order(manifest: Path, row: dict[str, str]) -> np.ndarray:
+    """The series in HU, indexed like its NIfTI masks: (column, row, file index)."""
+    return _hu_volume(_series(manifest.parent / row["image"])).transpose(2, 1, 0)
+
+
+def _calibrated(hu: float, site: SiteSpec) -> float:
+    return hu * site.hu_gain + site.hu_offset
+
+
 def _mask_centroid_ras(path: Path) -> np.ndarray:
     image = nib.load(path)
     ijk = np.argwhere(np.asarray(image.dataobj) > 0)
@@ -87,6 +115,7 @@ def _mask_centroid_ras(path: Path) -> np.ndarray:
 
 
 def test_manifest_columns_and_paths(dataset: dict[str, Path]) -> None:
+    scanners = {"internal": {INTERNAL_SITE, INTERNAL_SITE_LEGACY}, "external": {EXTERNAL_SITE}}
     for key, site in (("internal", INTERNAL_SITE), ("external", EXTERNAL_SITE)):
         manifest = dataset[key]
         assert manifest.name == "manifest.csv"
@@ -98,16 +127,27 @@ def test_manifest_columns_and_paths(dataset: dict[str, Path]) -> None:
             assert not Path(row["image"]).is_absolute()
             assert row["image"] == f"images/{row['case_id']}"
             assert row["mask"] == f"masks/{row['case_id']}.nii.gz"
+            assert row["mask_organs"] == f"organs/{row['case_id']}.nii.gz"
             assert len(list((manifest.parent / row["image"]).glob("*.dcm"))) == site.n_slices
             assert (manifest.parent / row["mask"]).is_file()
+            assert (manifest.parent / row["mask_organs"]).is_file()
             assert row["site"] == site.name
-            assert row["manufacturer"] == site.manufacturer
+            assert _scanner(row) in scanners[key]
+            assert (float(row["lesion_volume_ml"]) > 0) == (row["label"] == "1")
+            assert row["crp"] == "" or 0.0 <= float(row["crp"]) < 200.0
+            assert row["outcome"] in {"0", "1"}
             assert row["sex"] in {"M", "F"}
             assert 25 <= int(row["age"]) <= 85
             assert row["label"] in {"0", "1"}
             assert row["case_id"].startswith(row["patient_id"] + "_s")
         assert len({row["study_uid"] for row in rows}) == len(rows)
         assert {row["label"] for row in rows} == {"0", "1"}
+        assert {_scanner(row) for row in rows} == scanners[key]
+    # With this seed some CRP values are missing (empty cells), as in a real lab export.
+    assert "" in {row["crp"] for row in _rows(dataset["internal"])}
+    # Sex and lesion presence are independent draws (v2 drew both from one random number).
+    first_studies = [r for m in dataset.values() for r in _rows(m) if r["case_id"].endswith("_s1")]
+    assert {(r["sex"] == "M") == (r["label"] == "1") for r in first_studies} == {True, False}
 
 
 def test_patients_and_follow_up_studies(dataset: dict[str, Path]) -> None:
@@ -121,6 +161,7 @@ def test_patients_and_follow_up_studies(dataset: dict[str, Path]) -> None:
         first = next(r for r in internal if r["case_id"] == f"{row['patient_id']}_s1")
         assert first["study_uid"] != row["study_uid"]
         assert (first["sex"], first["age"]) == (row["sex"], row["age"])
+        assert first["manufacturer"] == row["manufacturer"]  # a patient keeps their scanner
     external = _rows(dataset["external"])
     assert [row["case_id"] for row in external] == [
         f"B{i:04d}_s1" for i in range(1, N_EXTERNAL + 1)
@@ -135,6 +176,62 @@ def test_mask_matches_label(dataset: dict[str, Path]) -> None:
             assert data.dtype == np.uint8
             assert set(np.unique(data)) <= {0, 1}
             assert int(data.any()) == int(row["label"])
+            organs = nib.load(manifest.parent / row["mask_organs"])
+            labels = np.asarray(organs.dataobj)
+            assert labels.dtype == np.uint8
+            np.testing.assert_array_equal(organs.affine, image.affine)
+            assert labels.shape == data.shape
+            assert {0, LIVER, KIDNEY} <= set(np.unique(labels)) <= {0, LIVER, KIDNEY, LESION}
+            np.testing.assert_array_equal(labels == LESION, data == 1)
+            # Two kidneys, one on each side of the body (RAS x of their centroids).
+            kidneys, n = ndimage.label(labels == KIDNEY)
+            assert n == 2
+            ras_x = [
+                nib.affines.apply_affine(organs.affine, np.argwhere(kidneys == i).mean(axis=0))[0]
+                for i in (1, 2)
+            ]
+            assert min(ras_x) < -20.0 < 20.0 < max(ras_x)
+
+
+@pytest.mark.parametrize("key", ["internal", "external"])
+def test_organ_labels_match_image_intensities(dataset: dict[str, Path], key: str) -> None:
+    """Inside each organ label the DICOM pixels show that organ's tissue (label and image align)."""
+    for row in _rows(dataset[key])[:6]:
+        site = _scanner(row)
+        hu = _hu_nifti_order(dataset[key], row)
+        labels = np.asarray(nib.load(dataset[key].parent / row["mask_organs"]).dataobj)
+        # The phantom is sampled at voxel centres, so every labelled voxel shows its tissue
+        # (plus noise) up to the label's edge: a label off by one voxel moves these means.
+        lesion_zone = ndimage.binary_dilation(labels == LESION, iterations=1)  # soft edge
+        means = {}
+        for label, tissue in ((LIVER, LIVER_HU), (KIDNEY, KIDNEY_HU)):
+            region = (labels == label) & ~lesion_zone
+            means[label] = float(hu[region].mean())
+            tolerance = 4.0 * site.noise_hu * site.hu_gain / np.sqrt(region.sum()) + 0.5
+            assert abs(means[label] - _calibrated(tissue, site)) < tolerance, row["case_id"]
+        liver, kidney = means[LIVER], means[KIDNEY]
+        # The kidney is framed by fat: its one-voxel outer rim is far darker than it.
+        rim = ndimage.binary_dilation(labels == KIDNEY, iterations=1) & (labels == 0)
+        assert np.median(hu[rim]) < kidney - 40.0
+        if row["label"] == "1":
+            lesion = float(np.median(hu[labels == LESION]))
+            faintest = 70.0 * site.lesion_contrast_scale * site.hu_gain
+            assert lesion > liver + 0.5 * faintest, row["case_id"]
+
+
+def test_lesion_volume_matches_mask(dataset: dict[str, Path]) -> None:
+    """``lesion_volume_ml`` is the lesion's volume: the mask's voxel count x voxel volume."""
+    checked = 0
+    for manifest in dataset.values():
+        for row in _rows(manifest):
+            image = nib.load(manifest.parent / row["mask"])
+            voxel_ml = float(np.prod(image.header.get_zooms())) / 1000.0
+            counted = int(np.count_nonzero(np.asarray(image.dataobj))) * voxel_ml
+            volume = float(row["lesion_volume_ml"])
+            # Discretisation error is < 3.1 % over the 179 lesions of the default dataset.
+            assert counted == pytest.approx(volume, rel=0.05, abs=1e-9), row["case_id"]
+            checked += volume > 0
+    assert checked >= 3
 
 
 @pytest.mark.parametrize("key,site", [("internal", INTERNAL_SITE), ("external", EXTERNAL_SITE)])
@@ -175,7 +272,7 @@ def test_lesion_centroid_matches_mask(dataset: dict[str, Path], key: str, site: 
     assert lesion_rows
     for row in lesion_rows:
         slices = _series(dataset[key].parent / row["image"])
-        found = _lesion_centroid_ras(slices, site)
+        found = _lesion_centroid_ras(slices, _scanner(row))
         expected = _mask_centroid_ras(dataset[key].parent / row["mask"])
         assert np.linalg.norm(found - expected) < 2.0, (row["case_id"], found, expected)
         # The liver (and its lesions) lie on the patient's right: LPS x < 0, i.e. RAS x > 0.
@@ -218,8 +315,10 @@ def test_dicom_tags(dataset: dict[str, Path]) -> None:
         assert first.PatientID == row["patient_id"]
         assert first.StudyInstanceUID == row["study_uid"]
         assert first.PatientAge == f"{int(row['age']):03d}Y"
-        assert first.Manufacturer == site.manufacturer
-        assert first.ManufacturerModelName == site.model_name
+        scanner = _scanner(row)
+        assert scanner.name == site.name
+        assert first.Manufacturer == row["manufacturer"] == scanner.manufacturer
+        assert first.ManufacturerModelName == scanner.model_name
         assert float(first.RescaleSlope) == site.rescale_slope
         assert float(first.RescaleIntercept) == site.rescale_intercept
         assert (first.Rows, first.Columns) == (site.rows, site.cols)
@@ -263,15 +362,82 @@ def test_determinism(tmp_path: Path) -> None:
         assert [s.SOPInstanceUID for s in a] == [s.SOPInstanceUID for s in b]
         assert not np.array_equal(_hu_volume(a), _hu_volume(c))
         assert a[0].SOPInstanceUID != c[0].SOPInstanceUID
-        mask_a = first[key].parent / case["mask"]
-        mask_b = second[key].parent / case["mask"]
-        assert mask_a.read_bytes() == mask_b.read_bytes()
+        for column in ("mask", "mask_organs"):
+            mask_a = first[key].parent / case[column]
+            mask_b = second[key].parent / case[column]
+            assert mask_a.read_bytes() == mask_b.read_bytes()
+
+
+def test_clinical_stream_leaves_images_unchanged(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """CRP and outcome come from their own random stream: changing it changes no image."""
+    kwargs = {"seed": 5, "n_internal": 3, "n_external": 1, "workers": 1}
+    first = make_synthetic_ct(tmp_path / "one", **kwargs)
+    monkeypatch.setattr(
+        synthetic, "clinical_rng", lambda seed, *ids: clinical_rng(seed + 1000, *ids)
+    )
+    second = make_synthetic_ct(tmp_path / "two", **kwargs)
+    for key in ("internal", "external"):
+        rows_a, rows_b = _rows(first[key]), _rows(second[key])
+        clinical = ("crp", "outcome")
+        for a, b in zip(rows_a, rows_b, strict=True):
+            assert {k: v for k, v in a.items() if k not in clinical} == {
+                k: v for k, v in b.items() if k not in clinical
+            }
+            np.testing.assert_array_equal(
+                _hu_nifti_order(first[key], a), _hu_nifti_order(second[key], b)
+            )
+            for column in ("mask", "mask_organs"):
+                assert (first[key].parent / a[column]).read_bytes() == (
+                    second[key].parent / b[column]
+                ).read_bytes()
+        assert [r["crp"] for r in rows_a] != [r["crp"] for r in rows_b]
+
+
+def _liver_noise(manifest: Path, row: dict[str, str]) -> float:
+    """Noise standard deviation (HU) measured in the liver, away from any lesion."""
+    hu = _hu_nifti_order(manifest, row)
+    labels = np.asarray(nib.load(manifest.parent / row["mask_organs"]).dataobj)
+    lesion_zone = ndimage.binary_dilation(labels == LESION, iterations=2)
+    core = ndimage.binary_erosion(labels == LIVER, iterations=1) & ~lesion_zone
+    return float(np.std(hu[core]))
+
+
+def test_manufacturer_subgroup_is_noisier(dataset: dict[str, Path]) -> None:
+    """The internal legacy scanner's images are measurably noisier than the main scanner's."""
+    noise: dict[str, list[float]] = {}
+    for key in ("internal", "external"):
+        for row in _rows(dataset[key]):
+            first = pydicom.dcmread(
+                sorted((dataset[key].parent / row["image"]).glob("*.dcm"))[0],
+                stop_before_pixels=True,
+            )
+            assert first.Manufacturer == row["manufacturer"]
+            noise.setdefault(row["manufacturer"], []).append(_liver_noise(dataset[key], row))
+    for manufacturer, values in noise.items():
+        site = SCANNERS[manufacturer]
+        expected = site.noise_hu * site.hu_gain
+        np.testing.assert_allclose(values, expected, rtol=0.1, err_msg=manufacturer)
+    legacy = np.mean(noise[INTERNAL_SITE_LEGACY.manufacturer])
+    assert legacy > 2.0 * np.mean(noise[INTERNAL_SITE.manufacturer])
+    assert INTERNAL_SITE_LEGACY.lesion_contrast_scale < INTERNAL_SITE.lesion_contrast_scale
+
+
+def test_legacy_scanner_share() -> None:
+    """About LEGACY_SCANNER_FRACTION of internal patients, none external, use the legacy scanner."""
+    internal = synthetic._plan_site(Path("unused"), 0, 0, 2000, follow_ups=True)
+    external = synthetic._plan_site(Path("unused"), 0, 1, 200, follow_ups=False)
+    share = np.mean([t.scanner_index for t in internal if t.study_index == 0])
+    # Binomial(2000, 0.4): standard deviation ~0.011.
+    assert abs(share - synthetic.LEGACY_SCANNER_FRACTION) < 0.04
+    assert all(t.scanner_index == 0 for t in external)
 
 
 def test_cache_hit(tmp_path: Path) -> None:
     paths = make_synthetic_ct(tmp_path, seed=1, n_internal=3, n_external=2)
     out = paths["internal"].parent.parent
-    assert out.name == "synthetic_ct-v2-seed1-n3-2"
+    assert out.name == "synthetic_ct-v3-seed1-n3-2"
     assert (out / "COMPLETE").is_file()
     assert [p.name for p in tmp_path.iterdir()] == [out.name]  # no temporary folders left
     stamp = (out / "COMPLETE").stat().st_mtime_ns
@@ -286,7 +452,7 @@ def test_cache_hit(tmp_path: Path) -> None:
 
 def test_lost_race_uses_existing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """If another process publishes first, its dataset is kept and the temp folder removed."""
-    final = tmp_path / "synthetic_ct-v2-seed2-n2-1"
+    final = tmp_path / "synthetic_ct-v3-seed2-n2-1"
     original = synthetic._generate_dataset
 
     def racing(out: Path, *args: object) -> int:
@@ -304,7 +470,7 @@ def test_lost_race_uses_existing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 
 
 def test_stale_incomplete_folder_is_replaced(tmp_path: Path) -> None:
-    final = tmp_path / "synthetic_ct-v2-seed2-n2-1"
+    final = tmp_path / "synthetic_ct-v3-seed2-n2-1"
     final.mkdir()
     (final / "junk").write_text("half-written")
     paths = make_synthetic_ct(tmp_path, seed=2, n_internal=2, n_external=1, workers=1)

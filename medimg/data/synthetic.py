@@ -1,4 +1,10 @@
-"""Deterministic synthetic multi-site CT-like dataset written as real DICOM series and NIfTI masks."""
+"""Deterministic synthetic multi-site CT-like dataset written as real DICOM series and NIfTI masks.
+
+One manifest row per study serves several studies: ``label``/``mask`` (lesion present, lesion
+mask: cls3d, seg3d), ``mask_organs`` (liver/kidney/lesion label map), ``lesion_volume_ml``
+(reg3d) and ``crp``/``age``/``sex``/``outcome`` (image + covariates); ``manufacturer`` marks a
+noisier legacy scanner within the internal site for subgroup analysis.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +17,7 @@ import shutil
 import tempfile
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import nibabel as nib
@@ -19,9 +25,12 @@ import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian
 
+from medimg.data.synthetic_clinical import AGE_RANGE, clinical_rng, draw_clinical
+from medimg.data.synthetic_phantom import BODY_JITTER, BODY_SEMI_AXES, LESION, draw_lesion, phantom
+
 logger = logging.getLogger(__name__)
 
-DATASET_VERSION = "v2"
+DATASET_VERSION = "v3"
 MANIFEST_COLUMNS = (
     "case_id",
     "patient_id",
@@ -33,31 +42,19 @@ MANIFEST_COLUMNS = (
     "sex",
     "age",
     "manufacturer",
+    "mask_organs",
+    "lesion_volume_ml",
+    "crp",
+    "outcome",
 )
 FOLLOW_UP_FRACTION = 0.1
 LESION_PROBABILITY = 0.5
 
-# Phantom constants (true HU, LPS world millimetres).
-_AIR_HU = -1000.0
-_SOFT_TISSUE_HU = 40.0
-_FAT_HU = -100.0
-_LIVER_HU = 60.0
-_KIDNEY_HU = 30.0
-_BONE_HU = 400.0
-_BODY_SEMI_AXES = (85.0, 65.0)
-_BODY_JITTER = 0.08
-_FAT_THICKNESS = 8.0
-_LIVER_CENTRE = (-35.0, 0.0, 0.0)
-_LIVER_SEMI_AXES = (45.0, 40.0, 55.0)
-_KIDNEY_CENTRES = ((-45.0, 40.0, -20.0), (45.0, 40.0, -20.0))
-_KIDNEY_SEMI_AXES = (15.0, 11.0, 30.0)
-_SPINE_CENTRE = (0.0, 48.0)
-_SPINE_RADIUS = 10.0
 _MAX_SHIFT = 10.0
-_LESION_RADIUS = (10.0, 22.0)
-_LESION_CONTRAST = (70.0, 150.0)
-_LESION_EDGE = 0.5  # sigmoid scale (mm): the 10-90 % transition is ~2 mm wide
-_LESION_MARGIN = 2.0  # clearance (mm) between the lesion and the liver / inner-body edge
+# Every random stream's seed words end with a non-zero tag of its kind. numpy's SeedSequence
+# treats [s, a, p] and [s, a, p, 0] as the same entropy, so untagged, a patient's stream and
+# its first study's stream coincided (v2 drew sex and lesion presence from one number).
+_SITE_STREAM, _PATIENT_STREAM, _STUDY_STREAM = 1, 2, 3
 _BASE_DATE = _dt.date(2019, 1, 1)
 
 
@@ -141,7 +138,20 @@ EXTERNAL_SITE = SiteSpec(
     lesion_contrast_scale=0.85,
 )
 
+# An older scanner at the internal site: same protocol geometry, more noise and less lesion
+# contrast, so models do measurably worse on its studies (a subgroup for fairness analysis).
+INTERNAL_SITE_LEGACY = replace(
+    INTERNAL_SITE,
+    manufacturer="Nova Systems",
+    model_name="NV-16",
+    noise_hu=40.0,
+    lesion_contrast_scale=0.55,
+)
+LEGACY_SCANNER_FRACTION = 0.4  # share of internal patients scanned on the legacy scanner
+
 _SITES = (INTERNAL_SITE, EXTERNAL_SITE)
+# Scanners per site; the first one of a site defines its name and series geometry.
+_SCANNERS = ((INTERNAL_SITE, INTERNAL_SITE_LEGACY), (EXTERNAL_SITE,))
 _ORIENTATIONS = {
     "axial": (np.array([1.0, 0.0, 0.0]), np.array([0.0, 1.0, 0.0])),
     "axial_flipped": (np.array([-1.0, 0.0, 0.0]), np.array([0.0, -1.0, 0.0])),
@@ -155,6 +165,7 @@ class _CaseTask:
 
     seed: int
     site_index: int
+    scanner_index: int
     patient_index: int
     study_index: int
     patient_id: str
@@ -176,15 +187,6 @@ class _Geometry:
     step: np.ndarray  # displacement between consecutive files
 
 
-@dataclass(frozen=True)
-class _Lesion:
-    """Ellipsoidal lesion in patient coordinates."""
-
-    centre: np.ndarray
-    semi_axes: np.ndarray
-    contrast: float
-
-
 def make_synthetic_ct(
     root: str | Path,
     seed: int = 0,
@@ -202,7 +204,8 @@ def make_synthetic_ct(
         root: Parent folder for the dataset (created if missing).
         seed: Master seed; the output is a deterministic function of the arguments except
             ``workers``.
-        n_internal: Number of site-A (internal) patients; ~10 % get a follow-up study.
+        n_internal: Number of site-A (internal) patients; ~10 % get a follow-up study and
+            ~40 % are scanned on the legacy scanner (:data:`INTERNAL_SITE_LEGACY`).
         n_external: Number of site-B (external) patients, one study each.
         workers: Worker processes; ``<= 1`` generates serially.
 
@@ -276,6 +279,7 @@ def _generate_dataset(out: Path, seed: int, n_internal: int, n_external: int, wo
     for site in _SITES:
         (out / f"site_{site.name}" / "images").mkdir(parents=True)
         (out / f"site_{site.name}" / "masks").mkdir(parents=True)
+        (out / f"site_{site.name}" / "organs").mkdir(parents=True)
     rows = _run_tasks(tasks, workers)
     for site_index, site in enumerate(_SITES):
         site_rows = [
@@ -302,18 +306,20 @@ def _plan_site(
     """Draw patient-level attributes and list the studies of one site."""
     site = _SITES[site_index]
     n_follow = round(FOLLOW_UP_FRACTION * n_patients) if follow_ups else 0
-    site_rng = np.random.default_rng([seed, site_index])
+    site_rng = np.random.default_rng([seed, site_index, _SITE_STREAM])
     with_follow_up = set(site_rng.permutation(n_patients)[:n_follow].tolist())
     width = max(4, len(str(n_patients)))
     tasks = []
     for patient_index in range(n_patients):
-        rng = np.random.default_rng([seed, site_index, patient_index])
+        rng = np.random.default_rng([seed, site_index, patient_index, _PATIENT_STREAM])
         sex = "M" if rng.random() < 0.5 else "F"
-        age = int(rng.integers(25, 86))
-        jitter = rng.uniform(-_BODY_JITTER, _BODY_JITTER, 2)
+        age = int(rng.integers(AGE_RANGE[0], AGE_RANGE[1] + 1))
+        jitter = rng.uniform(-BODY_JITTER, BODY_JITTER, 2)
         body_scale = (1.0 + float(jitter[0]), 1.0 + float(jitter[1]))
         base_day = int(rng.integers(0, 1500))
         follow_gap = int(rng.integers(60, 300))
+        # Drawn at every site (one number per patient) so both sites consume the same stream.
+        legacy = rng.random() < LEGACY_SCANNER_FRACTION and len(_SCANNERS[site_index]) > 1
         n_studies = 2 if patient_index in with_follow_up else 1
         for study_index in range(n_studies):
             day = base_day + study_index * follow_gap
@@ -321,6 +327,7 @@ def _plan_site(
                 _CaseTask(
                     seed=seed,
                     site_index=site_index,
+                    scanner_index=int(legacy),
                     patient_index=patient_index,
                     study_index=study_index,
                     patient_id=f"{site.name}{patient_index + 1:0{width}d}",
@@ -362,26 +369,35 @@ def _uid(task: _CaseTask, *parts: object) -> str:
 
 def _generate_case(task: _CaseTask) -> dict[str, object]:
     """Generate, write and describe one case (runs in a worker process)."""
-    site = _SITES[task.site_index]
-    rng = np.random.default_rng([task.seed, task.site_index, task.patient_index, task.study_index])
+    site = _SCANNERS[task.site_index][task.scanner_index]
+    rng = np.random.default_rng(
+        [task.seed, task.site_index, task.patient_index, task.study_index, _STUDY_STREAM]
+    )
     has_lesion = bool(rng.random() < LESION_PROBABILITY)
     shift = rng.uniform(-_MAX_SHIFT, _MAX_SHIFT, 3)
     study_seconds = int(rng.integers(7 * 3600, 19 * 3600))
-    body_axes = np.array(_BODY_SEMI_AXES) * np.array(task.body_scale)
-    lesion = _draw_lesion(rng, body_axes, site.lesion_contrast_scale) if has_lesion else None
+    body_axes = np.array(BODY_SEMI_AXES) * np.array(task.body_scale)
+    lesion = draw_lesion(rng, body_axes, site.lesion_contrast_scale) if has_lesion else None
 
     geometry = _series_geometry(site)
     x, y, z = _world_grid(site, geometry)
-    hu, mask = _phantom(x - shift[0], y - shift[1], z - shift[2], body_axes, lesion)
+    hu, organs = phantom(x - shift[0], y - shift[1], z - shift[2], body_axes, lesion)
     hu += rng.standard_normal(hu.shape, dtype=np.float32) * np.float32(site.noise_hu)
     stored = _to_stored(hu, site)
+    clinical = draw_clinical(
+        clinical_rng(task.seed, task.site_index, task.patient_index, task.study_index),
+        has_lesion,
+        task.age,
+        task.sex,
+    )
 
     case_id = f"{task.patient_id}_s{task.study_index + 1}"
     out = Path(task.out_dir)
     study_uid = _uid(task, "study")
     time_str = f"{study_seconds // 3600:02d}{study_seconds // 60 % 60:02d}{study_seconds % 60:02d}"
     _write_series(out / "images" / case_id, task, site, geometry, stored, study_uid, time_str)
-    _write_mask(out / "masks" / f"{case_id}.nii.gz", mask, site, geometry)
+    _write_mask(out / "masks" / f"{case_id}.nii.gz", organs == LESION, site, geometry)
+    _write_mask(out / "organs" / f"{case_id}.nii.gz", organs, site, geometry)
     return {
         "case_id": case_id,
         "patient_id": task.patient_id,
@@ -393,38 +409,11 @@ def _generate_case(task: _CaseTask) -> dict[str, object]:
         "sex": task.sex,
         "age": task.age,
         "manufacturer": site.manufacturer,
+        "mask_organs": f"organs/{case_id}.nii.gz",
+        "lesion_volume_ml": round(lesion.volume_ml, 3) if lesion is not None else 0.0,
+        "crp": "" if clinical.crp is None else clinical.crp,
+        "outcome": clinical.outcome,
     }
-
-
-def _draw_lesion(rng: np.random.Generator, body_axes: np.ndarray, contrast_scale: float) -> _Lesion:
-    """Draw a lesion lying fully inside the liver (and the inner body), by rejection."""
-    radius = rng.uniform(*_LESION_RADIUS)
-    semi_axes = radius * rng.uniform(0.9, 1.1, 3)
-    contrast = rng.uniform(*_LESION_CONTRAST) * contrast_scale
-    liver_c = np.array(_LIVER_CENTRE)
-    liver_ax = np.array(_LIVER_SEMI_AXES)
-    surface = _unit_sphere_points(200) * (semi_axes + _LESION_MARGIN)
-    inner = body_axes - _FAT_THICKNESS
-    for _ in range(1000):
-        # Uniform candidate in the liver bounding box shrunk by the lesion extent.
-        half = np.maximum(liver_ax - semi_axes, 0.0)
-        centre = liver_c + rng.uniform(-1.0, 1.0, 3) * half
-        pts = centre + surface
-        in_liver = np.sum(((pts - liver_c) / liver_ax) ** 2, axis=1) <= 1.0
-        in_body = np.sum((pts[:, :2] / inner) ** 2, axis=1) <= 1.0
-        if in_liver.all() and in_body.all():
-            return _Lesion(centre=centre, semi_axes=semi_axes, contrast=float(contrast))
-    raise RuntimeError("could not place a lesion inside the liver")  # pragma: no cover
-
-
-def _unit_sphere_points(n: int) -> np.ndarray:
-    """Roughly uniform points on the unit sphere (Fibonacci lattice), shape (n, 3)."""
-    i = np.arange(n) + 0.5
-    polar = np.arccos(1.0 - 2.0 * i / n)
-    azimuth = np.pi * (1.0 + 5**0.5) * i
-    return np.stack(
-        [np.cos(azimuth) * np.sin(polar), np.sin(azimuth) * np.sin(polar), np.cos(polar)], axis=1
-    )
 
 
 def _series_geometry(site: SiteSpec) -> _Geometry:
@@ -454,45 +443,6 @@ def _world_grid(site: SiteSpec, geometry: _Geometry) -> tuple[np.ndarray, ...]:
         origin[a] + k * geometry.step[a] + r * geometry.col_dir[a] + c * geometry.row_dir[a]
         for a in range(3)
     )
-
-
-def _ellipsoid(x: np.ndarray, y: np.ndarray, z: np.ndarray, centre, axes) -> np.ndarray:
-    """Normalised squared radius of an axis-aligned ellipsoid (<= 1 inside)."""
-    return (
-        ((x - centre[0]) / axes[0]) ** 2
-        + ((y - centre[1]) / axes[1]) ** 2
-        + ((z - centre[2]) / axes[2]) ** 2
-    )
-
-
-def _phantom(
-    x: np.ndarray,
-    y: np.ndarray,
-    z: np.ndarray,
-    body_axes: np.ndarray,
-    lesion: _Lesion | None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Evaluate the phantom (true HU, float32) and lesion mask (uint8) at patient coordinates."""
-    x, y, z = np.broadcast_arrays(x, y, z)
-    body = (x / body_axes[0]) ** 2 + (y / body_axes[1]) ** 2 <= 1.0
-    inner_axes = body_axes - _FAT_THICKNESS
-    inner = (x / inner_axes[0]) ** 2 + (y / inner_axes[1]) ** 2 <= 1.0
-    hu = np.full(x.shape, _AIR_HU, dtype=np.float32)
-    hu[body] = _FAT_HU
-    hu[inner] = _SOFT_TISSUE_HU
-    for centre in _KIDNEY_CENTRES:
-        hu[inner & (_ellipsoid(x, y, z, centre, _KIDNEY_SEMI_AXES) <= 1.0)] = _KIDNEY_HU
-    spine = (x - _SPINE_CENTRE[0]) ** 2 + (y - _SPINE_CENTRE[1]) ** 2 <= _SPINE_RADIUS**2
-    hu[inner & spine] = _BONE_HU
-    hu[inner & (_ellipsoid(x, y, z, _LIVER_CENTRE, _LIVER_SEMI_AXES) <= 1.0)] = _LIVER_HU
-    mask = np.zeros(x.shape, dtype=np.uint8)
-    if lesion is not None:
-        rho = np.sqrt(_ellipsoid(x, y, z, lesion.centre, lesion.semi_axes))
-        signed_distance = (rho - 1.0) * float(np.mean(lesion.semi_axes))
-        weight = 0.5 * (1.0 - np.tanh(signed_distance / (2.0 * _LESION_EDGE)))  # sigmoid(-d/w)
-        hu += (lesion.contrast * weight).astype(np.float32)
-        mask[signed_distance <= 0.0] = 1
-    return hu, mask
 
 
 def _to_stored(hu: np.ndarray, site: SiteSpec) -> np.ndarray:
@@ -609,7 +559,7 @@ def _affine_from_geometry(site: SiteSpec, geometry: _Geometry) -> np.ndarray:
 
 
 def _write_mask(path: Path, mask: np.ndarray, site: SiteSpec, geometry: _Geometry) -> None:
-    """Write the lesion mask as a gzipped uint8 NIfTI in the DICOM series geometry."""
+    """Write a label map (uint8, any labels) as a gzipped NIfTI in the DICOM series geometry."""
     affine = _affine_from_geometry(site, geometry)
     data = np.ascontiguousarray(mask.transpose(2, 1, 0), dtype=np.uint8)  # (col, row, file)
     image = nib.Nifti1Image(data, affine)
