@@ -38,11 +38,26 @@ def classification_metrics(labels: np.ndarray, probs: np.ndarray, threshold: flo
     }
 
 
-def segmentation_case_metrics(prob: torch.Tensor, mask: torch.Tensor) -> dict:
-    """Dice (MONAI) and voxel counts for one case; ``prob`` (C, ...) and ``mask`` (1, ...)."""
-    num_classes = prob.shape[0]
-    pred = torch.nn.functional.one_hot(prob.argmax(0), num_classes).movedim(-1, 0)[None]
-    ref = torch.nn.functional.one_hot(mask[0].long(), num_classes).movedim(-1, 0)[None]
+def segmentation_case_metrics(
+    prob: torch.Tensor | None, mask: torch.Tensor, labels: torch.Tensor | None = None
+) -> dict:
+    """Dice (MONAI) and voxel counts for one case; ``prob`` (C, ...) and ``mask`` (1, ...).
+
+    ``labels`` (a post-processed label map, (1, ...) or (...)) replaces ``prob``'s argmax;
+    without ``prob`` the classes are those present in either map (absent ones have no Dice).
+    """
+    reference = torch.as_tensor(mask)[0].long()
+    predicted = (
+        torch.as_tensor(labels).long().reshape(reference.shape)
+        if labels is not None
+        else prob.argmax(0)
+    )
+    if prob is not None:
+        num_classes = prob.shape[0]
+    else:
+        num_classes = max(2, int(max(predicted.max(), reference.max())) + 1)
+    pred = torch.nn.functional.one_hot(predicted, num_classes).movedim(-1, 0)[None]
+    ref = torch.nn.functional.one_hot(reference, num_classes).movedim(-1, 0)[None]
     dice = compute_dice(pred, ref, include_background=False, ignore_empty=True)[0]
     return {
         "dice": float(dice.nanmean()) if not torch.isnan(dice).all() else math.nan,

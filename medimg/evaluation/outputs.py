@@ -193,11 +193,17 @@ def _audit_section(audit: pd.DataFrame) -> Section:
     )
 
 
-def _segmentation_section(block: dict, cases: pd.DataFrame | None, figs: dict) -> Section:
+def _segmentation_section(
+    block: dict, cases: pd.DataFrame | None, figs: dict, overlays: Sequence[Mapping] | None
+) -> Section:
     counts = {k: v for k, v in block["counts"].items() if "/n_" in k}
     body = [paragraph("Empty structures: " + ", ".join(f"{k}: {v}" for k, v in counts.items()))]
     if "overlays" in figs:
         body.append(figure_html(figs["overlays"], "Best, median and worst case (middle slice)"))
+        # Case ids stay out of the figure (it also goes to trackers); the report names them.
+        named = [f"{o['title']}: {o['case_id']}" for o in overlays or () if "case_id" in o]
+        if named:
+            body.append(paragraph("; ".join(named), "note"))
     if cases is not None:
         columns = ["case_id", "class", "status", *[c for c in CASE_METRICS if c in cases]]
         body.append(table_html(cases[columns], "Per-case metrics", scroll=True))
@@ -210,6 +216,7 @@ def set_report_sections(
     figs: Mapping[str, Path],
     audit: pd.DataFrame | None = None,
     cases: pd.DataFrame | None = None,
+    overlays: Sequence[Mapping] | None = None,
 ) -> list[Section]:
     """The report of one set: summary, metrics, figures, subgroups, audit, conventions."""
     op = results["operating_point"]
@@ -237,7 +244,7 @@ def set_report_sections(
     if pictures:
         sections.append(Section("Figures", pictures))
     if results["mode"] == "segmentation":
-        sections.append(_segmentation_section(results["sets"][name], cases, figs))
+        sections.append(_segmentation_section(results["sets"][name], cases, figs, overlays))
     sections.append(_subgroup_section(results, name, figs))
     if audit is not None:
         sections.append(_audit_section(audit))
@@ -256,8 +263,9 @@ def write_set_outputs(
     audit: pd.DataFrame | None = None,
     case_tables: Mapping[str, pd.DataFrame] | None = None,
     overlays: Mapping[str, Sequence[Mapping]] | None = None,
+    subdir: str = "eval",
 ) -> dict[str, dict[str, Path]]:
-    """Write ``<out_dir>/eval/<set>/{metrics.json, curves.json, report.html, *.png}`` per set.
+    """Write ``<out_dir>/<subdir>/<set>/{metrics.json, curves.json, report.html, *.png}``.
 
     Args:
         out_dir: the run directory (or any output root).
@@ -265,22 +273,25 @@ def write_set_outputs(
         audit: :func:`medimg.evaluation.subgroups.audit_table` (shown in every report).
         case_tables: set → per-case table (segmentation: shown as the per-case table; only
             ``case_id``, ``class``, ``status`` and metric columns are shown, never patient ids).
-        overlays: set → cases for :func:`medimg.evaluation.figures.overlay_figure`.
+        overlays: set → cases for :func:`medimg.evaluation.figures.overlay_figure` (an
+            optional ``case_id`` per case is named in the report, not drawn in the figure).
+        subdir: folder under ``out_dir`` holding the sets' folders (``""``: none).
 
     Returns:
         set → {"folder", "metrics", "report", and each figure name} → path.
     """
     written = {}
     for name in results["sets"]:
-        folder = Path(out_dir) / "eval" / name
-        figs = make_figures(results, name, folder, (overlays or {}).get(name))
+        folder = Path(out_dir, subdir, name)
+        shown = (overlays or {}).get(name)
+        figs = make_figures(results, name, folder, shown)
         paths = {"folder": folder, **figs}
         paths["metrics"] = write_json(folder / "metrics.json", set_metrics(results, name))
         paths["curves"] = write_json(
             folder / "curves.json", results["sets"][name].get("curves", {})
         )
         cases = (case_tables or {}).get(name)
-        sections = set_report_sections(results, name, figs, audit, cases)
+        sections = set_report_sections(results, name, figs, audit, cases, shown)
         paths["report"] = write_report(folder, sections, f"Evaluation: {name}")
         written[name] = paths
     return written

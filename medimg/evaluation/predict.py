@@ -46,6 +46,13 @@ def _classification_row(batch: dict, index: int) -> dict:
     return row
 
 
+def _segmentation_row(batch: dict, index: int) -> dict:
+    """Dice and voxel counts of one case: its ``pred_mask`` (post-processed) if given, else argmax."""
+    labels = batch["pred_mask"][index] if "pred_mask" in batch else None
+    prob = batch["prob"][index] if "prob" in batch else None
+    return segmentation_case_metrics(prob, batch[keys.MASK][index], labels)
+
+
 def _classification_summary(table: pd.DataFrame) -> dict:
     """Binary: the historical keys; multi-class / multi-label: macro values at 0.5 (argmax)."""
     if "prob" in table:
@@ -74,7 +81,9 @@ def summarise(kind: str, outputs: list[dict]) -> tuple[pd.DataFrame, dict]:
 
     Args:
         kind: ``classification``, ``segmentation`` or ``regression``.
-        outputs: dicts with ``case_id``, ``prob`` (or ``pred``) and ``label`` or ``mask``.
+        outputs: dicts with ``case_id``, ``prob`` (or ``pred``) and ``label`` or ``mask``;
+            segmentation may give ``pred_mask`` (a post-processed label map) beside or instead
+            of ``prob``.
     """
     rows: list[dict] = []
     for batch in outputs:
@@ -85,13 +94,12 @@ def summarise(kind: str, outputs: list[dict]) -> tuple[pd.DataFrame, dict]:
                     row[keys.LABEL] = float(_values(batch[keys.LABEL][index])[0])
                 rows.append(row)
                 continue
-            prob = batch["prob"][index]
             if kind == "classification":
                 row = {keys.CASE_ID: case_id, **_classification_row(batch, index)}
             else:
                 row = {keys.CASE_ID: case_id}
                 if keys.MASK in batch:
-                    row.update(segmentation_case_metrics(prob, batch[keys.MASK][index]))
+                    row.update(_segmentation_row(batch, index))
             rows.append(row)
     table = pd.DataFrame(rows)
     if kind == "classification":

@@ -68,9 +68,19 @@ def check_table(table: pd.DataFrame, mode: str, name: str) -> None:
 
 
 def make_problem(
-    kind: str, sample: pd.DataFrame, val_table: pd.DataFrame | None, cfg: EvaluationConfig
+    kind: str,
+    sample: pd.DataFrame,
+    val_table: pd.DataFrame | None,
+    cfg: EvaluationConfig,
+    thresholds: Sequence[float] | None = None,
+    threshold_source: str = "given",
 ) -> tuple[Problem, dict]:
-    """The :class:`Problem` of a run and its operating point (thresholds chosen on validation)."""
+    """The :class:`Problem` of a run and its operating point.
+
+    Thresholds are chosen on ``val_table`` unless ``thresholds`` fixes them (one per class; e.g.
+    an exported model's card, when no validation split is at hand); ``threshold_source`` then
+    says where they came from.
+    """
     mode = detect_mode(kind, sample)
     if mode == "segmentation":
         classes = cfg.classes or sorted(sample["class"].astype(str).unique().tolist())
@@ -83,6 +93,19 @@ def make_problem(
         raise ValueError(f"evaluation.classes names {len(classes)} classes, the table has {n}")
     problem = Problem(mode, classes=classes or ([str(k) for k in range(n)] if n > 1 else []))
     problem.n_bins = cfg.ece_bins
+    if thresholds is not None:
+        if len(thresholds) != n:
+            raise ValueError(f"{len(thresholds)} fixed thresholds for {n} classes")
+        problem.thresholds = [float(t) for t in thresholds]
+        return problem, {
+            "method": "fixed",
+            "target_sensitivity": None,
+            "chosen_on": threshold_source,
+            "thresholds": dict(
+                zip(problem.classes or ["positive"], problem.thresholds, strict=True)
+            ),
+            "notes": [],
+        }
     if val_table is None:
         raise ValueError("classification evaluation needs the validation table (operating point)")
     check_table(val_table, mode, "val")
@@ -212,6 +235,8 @@ def evaluate_sets(
     val_table: pd.DataFrame | None = None,
     attributes: Sequence[str] | None = None,
     config: EvaluationConfig | None = None,
+    thresholds: Sequence[float] | None = None,
+    threshold_source: str = "given",
 ) -> dict:
     """Metrics with intervals, subgroups and internal-vs-external comparisons for every set.
 
@@ -222,6 +247,8 @@ def evaluate_sets(
         val_table: validation per-case table (classification: chooses the operating point).
         attributes: subgroup columns (overrides ``config.attributes``).
         config: evaluation settings (defaults: 1,000 resamples, seed 0, 95%, Youden).
+        thresholds: fixed classification operating point (one per class) instead of one chosen
+            on ``val_table``; ``threshold_source`` names where it came from.
 
     Returns:
         ``{"kind", "mode", "internal", "conventions", "settings", "operating_point",
@@ -238,7 +265,7 @@ def evaluate_sets(
     if not tables:
         raise ValueError("evaluate_sets needs at least one per-case table")
     first = next(iter(tables.values()))
-    problem, op = make_problem(kind, first, val_table, cfg)
+    problem, op = make_problem(kind, first, val_table, cfg, thresholds, threshold_source)
     results: dict = {
         "kind": kind,
         "mode": problem.mode,

@@ -131,6 +131,24 @@ class ExportSchema:
 
 
 @dataclass
+class EvaluationSchema:
+    # See configs/evaluation/default.yaml and medimg.evaluation.config.EvaluationConfig.
+    n_resamples: int = 1000
+    seed: int = 0
+    level: float = 0.95
+    threshold_method: str = "youden"
+    target_sensitivity: float = 0.9
+    attributes: list[str] = field(
+        default_factory=lambda: ["sex", "age_band", "site", "manufacturer"]
+    )
+    age_bands: list[int] = field(default_factory=lambda: [40, 60])
+    min_cases: int = 30
+    min_positives: int = 10
+    ece_bins: int = 10
+    nsd_tolerance_mm: float = 2.0
+
+
+@dataclass
 class PathsSchema:
     root_dir: str = MISSING
     data_dir: str = MISSING
@@ -155,6 +173,7 @@ class TrainSchema:
     export: ExportSchema = field(default_factory=ExportSchema)
     init: InitSchema = field(default_factory=InitSchema)
     reference: ReferenceSchema = field(default_factory=ReferenceSchema)
+    evaluation: EvaluationSchema = field(default_factory=EvaluationSchema)
     experiment_name: str = "cls3d"
     seed: int = 42
     # fit: train, evaluate, export. validate: only the validation metrics of ckpt_path.
@@ -166,12 +185,19 @@ class TrainSchema:
 class EvaluateSchema:
     run_dir: str | None = None
     model: str | None = None
-    manifest: str = MISSING
+    # The run's internal test split (from its splits.csv), when one is found.
+    internal: bool = True
+    # External sets: +external=<csv>, +external=[<csv>, ...] or external.<name>=<csv>.
+    external: Any = None
+    # One more set, named `name` (default: from the file name); kept for older commands.
+    manifest: str | None = None
     name: str | None = None
     checkpoint: str = "best"
     batch_size: int = 8
+    # Root of the set folders (default <run>/eval, or <run>/eval-exported for model=).
     output_dir: str | None = None
     repair_tilt: bool = False
+    evaluation: EvaluationSchema = field(default_factory=EvaluationSchema)
 
 
 def register_schemas() -> None:

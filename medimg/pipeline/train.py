@@ -20,7 +20,7 @@ from medimg.files import write_atomic, write_json
 from medimg.pipeline import provenance, reference
 from medimg.pipeline.build import build_task, load_task, task_kind
 from medimg.pipeline.data import build_datamodule, data_summary
-from medimg.pipeline.evaluate import evaluate_loader
+from medimg.pipeline.evaluate import evaluate_training
 from medimg.pipeline.export import export_run
 from medimg.tasks.base import BaseTask
 from medimg.tracking import finish_loggers
@@ -87,24 +87,20 @@ def evaluate_sets(
     task: BaseTask,
     datamodule: ManifestDataModule,
     run_dir: Path,
+    loggers: list | None = None,
 ) -> tuple[dict, dict]:
-    """Predict every held-out set, write per-case CSVs; returns metrics and raw outputs by set."""
-    names = ["test"] + [n for n in datamodule.set_names if n not in ("train", "val", "test")]
-    metrics, outputs = {}, {}
-    for name in names:
-        metrics[name], outputs[name] = evaluate_loader(
-            trainer,
-            task,
-            datamodule.loader(name),
-            task_kind(cfg),
-            run_dir / "predictions" / f"{name}.csv",
-        )
-        log.info(
-            "%s: %s",
-            name,
-            {k: round(v, 4) if isinstance(v, float) else v for k, v in metrics[name].items()},
-        )
-    return metrics, outputs
+    """Predict val (operating point), test and external sets and evaluate them.
+
+    Writes ``<run>/eval/<set>/`` (``predictions.csv``, ``metrics.json`` with intervals and
+    subgroups, ``report.html``, PNG figures), ``<run>/eval/results.json`` and
+    ``<run>/predictions/<set>.csv``; logs tables and figures to the wandb loggers among
+    ``loggers`` (default: the trainer's).
+
+    Returns:
+        Flat headline numbers by set (for ``metrics.json``) and raw outputs by set.
+    """
+    loggers = trainer.loggers if loggers is None else loggers
+    return evaluate_training(cfg, trainer, task, datamodule, run_dir, loggers)
 
 
 def training_targets(datamodule: ManifestDataModule) -> tuple[Tensor | None, Tensor | None]:
