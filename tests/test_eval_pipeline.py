@@ -16,7 +16,7 @@ from omegaconf import OmegaConf
 from PIL import Image
 from sklearn.metrics import mean_absolute_error, roc_auc_score
 
-from medimg.evaluation.assemble import EvalSet, evaluate_predictions
+from medimg.evaluation.assemble import EvalSet, card_operating_point, evaluate_predictions
 from medimg.evaluation.config import EvaluationConfig
 from medimg.pipeline.evaluate import external_manifests
 from tests.test_eval_report import chromium_driver
@@ -44,6 +44,9 @@ def test_training_run_writes_the_evaluation(cls_run):
             flat[name]["operating_threshold"]
             == results["operating_point"]["thresholds"]["positive"]
         )
+    card = card_operating_point(results)  # what the model card can carry
+    assert card["threshold"] == flat["test"]["operating_threshold"]
+    assert card["source"] == "chosen on val (youden)"
     html = (run_dir / "eval" / "external" / "report.html").read_text()
     drop = results["comparisons"]["external"]["metrics"]["auroc"]
     # The external drop with its interval and test, beside the internal values.
@@ -163,6 +166,7 @@ def test_multilabel_multiclass_and_regression_outputs(tmp_path):
         "classification", {"test": test}, tmp_path, cfg, val=multilabel("v")
     )
     assert list(done.results["operating_point"]["thresholds"]) == names
+    assert "threshold" not in card_operating_point(done.results)  # one per label instead
     per_class = done.results["sets"]["test"]["per_class"]
     y, p = test.outputs[0]["label"].numpy(), test.outputs[0]["prob"].numpy()
     for k, name in enumerate(names):

@@ -195,5 +195,23 @@ def evaluate_predictions(
     )
 
 
+def card_operating_point(results: Mapping) -> dict | None:
+    """The model card's ``operating_point`` from an evaluation (classification), else None.
+
+    Binary: ``threshold`` is the one deployment applies; otherwise one threshold per class.
+    """
+    op = results.get("operating_point") or {}
+    if not op.get("thresholds"):
+        return None
+    thresholds = {k: float(v) for k, v in op["thresholds"].items()}
+    method = op["method"] + (
+        f", target sensitivity {op['target_sensitivity']}" if op.get("target_sensitivity") else ""
+    )
+    out = {"source": f"chosen on {op['chosen_on']} ({method})", "thresholds": thresholds}
+    if list(thresholds) == ["positive"]:
+        out["threshold"] = thresholds["positive"]
+    return out
+
+
 def _rounded(value):
     return round(value, 4) if isinstance(value, float) and math.isfinite(value) else value
