@@ -25,7 +25,7 @@ def _quiet_environment() -> None:
 
 
 def _fail(err: Exception) -> None:
-    """Bad input: one clear message on stderr, exit status 2, no traceback."""
+    """Bad input or config: one clear message on stderr, exit status 2, no traceback."""
     sys.stderr.write(f"medimg: error: {err}\n")
     sys.exit(2)
 
@@ -36,7 +36,7 @@ def _train(cfg: DictConfig) -> None:
 
     try:
         run_dir = validate(cfg) if cfg.stage == "validate" else train(cfg)
-    except DataError as err:
+    except (DataError, ValueError) as err:
         _fail(err)
     print(run_dir, flush=True)
 
@@ -47,7 +47,7 @@ def _evaluate(cfg: DictConfig) -> None:
 
     try:
         out_dir = evaluate(cfg)
-    except DataError as err:
+    except (DataError, ValueError) as err:
         _fail(err)
     print(out_dir, flush=True)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from torch import Tensor
 
 from medimg.data import keys
 from medimg.data.datamodule import ManifestDataModule
+from medimg.evaluation.assemble import card_operating_point
 from medimg.files import write_atomic, write_json
 from medimg.pipeline import provenance, reference
 from medimg.pipeline.build import build_task, load_task, task_kind
@@ -204,9 +206,13 @@ def train(cfg: DictConfig) -> Path:
             return run_dir
         best_task, best_path = _best_task(cfg, trainer, task)
         metrics, outputs = evaluate_sets(
-            cfg, _single_process(cfg, trainer), best_task, datamodule, run_dir
+            cfg, _single_process(cfg, trainer), best_task, datamodule, run_dir, loggers=loggers
         )
-        results = {"best_checkpoint": Path(best_path).name if best_path else None, **metrics}
+        results = {
+            "best_checkpoint": Path(best_path).name if best_path else None,
+            **metrics,
+            "evaluation": "eval/results.json",
+        }
         references = reference_metrics(cfg, datamodule, split, run_dir)
         if references:
             results["references"] = references
@@ -224,7 +230,14 @@ def train(cfg: DictConfig) -> Path:
             card_data = {
                 "training_data": data_summary(split[split["split"] == "train"]),
                 "internal_test_data": data_summary(split[split["split"] == "test"]),
+                "evaluation_report": "eval/test/report.html",
             }
+            evaluation = run_dir / "eval" / "results.json"
+            if cfg.export.get("operating_point") is None and evaluation.is_file():
+                # The threshold chosen on the validation split, not a default 0.5.
+                card_data["operating_point"] = card_operating_point(
+                    json.loads(evaluation.read_text())
+                )
             export_run(cfg, best_task, datamodule, outputs["test"], metrics, card_data, run_dir)
     finally:
         finish_loggers(loggers)
