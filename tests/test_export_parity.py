@@ -158,7 +158,7 @@ def test_export_refuses_a_model_that_does_not_reproduce_the_framework(
 @pytest.mark.parametrize("fmt", ["torchscript", "torch_export", "onnx"])
 def test_classification_export_parity_in_every_format(manifests, tmp_path, fmt):
     datamodule, task, outputs = _setup(
-        "classification", manifests, tiny_model("classification").net
+        "classification", manifests, tiny_model("classification").net.net
     )
     metrics = {"test": {"auroc": 0.5, "auroc_ci": [0.2, 0.8]}, "site_b": {"auroc": 0.6}}
     path = export_run(

@@ -181,3 +181,27 @@ def test_corrupted_model_or_wrong_modality_is_refused(models, series, tmp_path, 
         ds.save_as(mr / path.name)
     status, _, err = _infer(models["classification"], mr, tmp_path / "out2", capsys)
     assert status == 2 and "Modality is MR" in err
+
+
+def test_radiograph_seg_and_sr_are_valid(tmp_path, capsys):
+    """A 2D model on a DX file: one-frame SEG (PatientOrientation kept) and an SR, no errors."""
+    from medimg.data.synthetic_dx import make_synthetic_dx
+    from medimg.export.tiny import TINY_PREPROCESS_2D
+
+    manifest = make_synthetic_dx(tmp_path / "dx", n_internal=2, n_external=1)["internal"]
+    image = manifest.parent / pd.read_csv(manifest)["image"].iloc[0]
+    for kind, name in (("segmentation", "seg.dcm"), ("classification", "sr.dcm")):
+        model = export_tiny(kind, tmp_path / kind, preprocess=TINY_PREPROCESS_2D)
+        status, _, err = _infer(model, image, tmp_path / f"out-{kind}", capsys)
+        assert status == 0, err
+        errors, _ = dciodvfy(tmp_path / f"out-{kind}" / name)
+        assert errors == [], errors
+    # highdicom 0.28's reader wants a SliceThickness that a radiograph does not have: pydicom.
+    seg = pydicom.dcmread(tmp_path / "out-segmentation" / "seg.dcm")
+    expected = _expected_labels(tmp_path / "segmentation" / "model.ts", image)
+    assert 0 < (expected == 1).sum() < expected.size
+    frame = seg.pixel_array.reshape(expected.shape[1], expected.shape[0])
+    assert np.array_equal(frame > 0, expected[:, :, 0].T == 1)
+    source = pydicom.dcmread(image, stop_before_pixels=True)
+    derivation = seg.PerFrameFunctionalGroupsSequence[0].DerivationImageSequence[0]
+    assert derivation.SourceImageSequence[0].ReferencedSOPInstanceUID == source.SOPInstanceUID

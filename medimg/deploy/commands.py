@@ -35,6 +35,11 @@ def add_infer_parser(sub: argparse._SubParsersAction) -> None:
     infer.add_argument("--retries", type=int, default=3, help="attempts per request (PACS)")
     infer.add_argument("--backoff", type=float, default=0.5, help="first retry wait, seconds")
     infer.add_argument("--timeout", type=float, default=30.0, help="seconds per request")
+    infer.add_argument(
+        "--covariates",
+        help="comma-separated covariate values in the card's order (nan = missing), "
+        "for models that take clinical covariates",
+    )
     infer.add_argument("--repair-tilt", action="store_true", help="accept gantry-tilted stacks")
     infer.set_defaults(run=run_infer)
 
@@ -45,7 +50,13 @@ def run_infer(args: argparse.Namespace) -> int:
         return _run_pacs(args)
     from medimg.deploy.infer import run_inference
 
-    inference = run_inference(args.model, args.input, args.output, repair_tilt=args.repair_tilt)
+    inference = run_inference(
+        args.model,
+        args.input,
+        args.output,
+        repair_tilt=args.repair_tilt,
+        covariates=_covariates(args.covariates),
+    )
     names = ", ".join(path.name for path in inference.files.values())
     print(f"medimg: wrote {names} to {args.output}")
     return 0
@@ -59,7 +70,13 @@ def _run_pacs(args: argparse.Namespace) -> int:
     try:
         retry = RetryPolicy(attempts=args.retries, backoff_s=args.backoff, timeout_s=args.timeout)
         inference = infer_from_pacs(
-            args.dicomweb, args.study, args.model, args.output, series=args.series, retry=retry
+            args.dicomweb,
+            args.study,
+            args.model,
+            args.output,
+            series=args.series,
+            retry=retry,
+            covariates=_covariates(args.covariates),
         )
     except (PacsError, ValueError) as err:
         if isinstance(err, DataError):
@@ -72,3 +89,15 @@ def _run_pacs(args: argparse.Namespace) -> int:
         f"{inference.result['pacs']['server']} (confirmed by query); result.json in {args.output}"
     )
     return 0
+
+
+def _covariates(text: str | None) -> list[float] | None:
+    """``--covariates 61,nan,2`` as floats."""
+    if text is None:
+        return None
+    try:
+        return [float(v) for v in text.split(",")]
+    except ValueError as err:
+        raise DataError(
+            f"--covariates must be comma-separated numbers or nan, got {text!r}"
+        ) from err

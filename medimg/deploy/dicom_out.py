@@ -7,6 +7,7 @@ the first 16 hex digits of the weights' SHA-256.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from importlib import metadata
 from pathlib import Path
@@ -19,6 +20,8 @@ from pydicom.sr.codedict import codes
 
 from medimg.files import write_atomic
 
+# highdicom logs every copied module at INFO level.
+logging.getLogger("highdicom").setLevel(logging.WARNING)
 MANUFACTURER = "medimg"
 SEG_SERIES_NUMBER = 9001
 SR_SERIES_NUMBER = 9002
@@ -73,7 +76,7 @@ def segmentation(
         )
         for entry in card["labels"][1:]
     ]
-    return hd.seg.Segmentation(
+    seg = hd.seg.Segmentation(
         source_images=list(sources),
         pixel_array=frames,
         segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
@@ -90,6 +93,11 @@ def segmentation(
         # Every source slice gets a frame, so the SEG lines up frame by frame with the series.
         omit_empty_frames=False,
     )
+    if "ImagePositionPatient" not in sources[0]:
+        # A projection source (DX, CR): General Image's Type 2C PatientOrientation is then
+        # required; highdicom does not copy it.
+        seg.PatientOrientation = sources[0].get("PatientOrientation", "")
+    return seg
 
 
 def structured_report(

@@ -218,6 +218,7 @@ def infer_from_pacs(
     series: str | None = None,
     retry: RetryPolicy | None = None,
     on_result: Callable[[Inference], None] | None = None,
+    covariates: list[float] | None = None,
 ) -> Inference:
     """Query and retrieve a study's series, run the model, store the DICOM result back.
 
@@ -232,6 +233,7 @@ def infer_from_pacs(
         series: SeriesInstanceUID to use instead of the automatic choice.
         retry: retry policy for every request.
         on_result: called after inference, before the store (a hook for monitoring).
+        covariates: clinical values for models that take them (card order, NaN = missing).
 
     Raises:
         PacsError: unreachable server, failed query/retrieve, or an unconfirmed store.
@@ -242,7 +244,9 @@ def infer_from_pacs(
     chosen = pacs.pick_series(study, modalities, series)
     with tempfile.TemporaryDirectory(prefix="medimg-wado-") as scratch:
         pacs.retrieve_series(study, chosen, Path(scratch))
-        inference = run_inference(loaded, scratch, output_dir, status="pending_store")
+        inference = run_inference(
+            loaded, scratch, output_dir, status="pending_store", covariates=covariates
+        )
     if on_result is not None:
         on_result(inference)
     if inference.dicom is None:

@@ -107,10 +107,12 @@ def run_inference(
     output_dir: str | Path,
     repair_tilt: bool = False,
     status: str = "ok",
+    covariates: list[float] | None = None,
 ) -> Inference:
     """Verify and load ``model``, read ``input_path``, run, write results to ``output_dir``.
 
-    ``status`` is what result.json reports (the PACS flow writes ``pending_store`` first).
+    ``status`` is what result.json reports (the PACS flow writes ``pending_store`` first);
+    ``covariates`` are the case's clinical values for models that take them (NaN = missing).
 
     Raises:
         medimg.export.ChecksumError: the model file fails verification.
@@ -120,7 +122,8 @@ def run_inference(
     loaded = model if isinstance(model, LoadedModel) else load_model(model)
     case = read_input(input_path, repair_tilt=repair_tilt)
     check_modality(loaded, case, str(input_path))
-    output = loaded(case.volume, case.affine)
+    extra = None if covariates is None else torch.tensor(covariates, dtype=torch.float32)
+    output = loaded(case.volume, case.affine, extra)
     seconds = round(time.perf_counter() - start, 3)
     return write_outputs(loaded, case, output, Path(output_dir), seconds, status)
 

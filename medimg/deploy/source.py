@@ -18,6 +18,7 @@ import torch
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
+from medimg.data.dicom_seg import is_seg_dataset
 from medimg.data.errors import DataError
 from medimg.data.image import NIFTI_SUFFIXES, read_image
 
@@ -86,13 +87,17 @@ def source_instances(path: Path, affine: np.ndarray, shape: tuple[int, ...]) -> 
             ds = pydicom.dcmread(file)
         except (InvalidDicomError, OSError):
             continue
-        if "PixelData" in ds and "ImagePositionPatient" in ds:
+        if "PixelData" in ds and not is_seg_dataset(ds):  # read_image skips SEGs too
             datasets.append((file, ds))
     if any(int(ds.get("NumberOfFrames", 1) or 1) > 1 for _, ds in datasets):
         raise DataError(f"{path}: multi-frame source images are not supported for DICOM results")
+    if len(datasets) == 1 and shape[2] == 1 and "ImagePositionPatient" not in datasets[0][1]:
+        return [datasets[0][1]]  # a projection image (DX, CR...): one image, no position
     origins = np.array([affine[:3, :3] @ [0.0, 0.0, k] + affine[:3, 3] for k in range(shape[2])])
     ordered: list[Dataset | None] = [None] * shape[2]
     for file, ds in datasets:
+        if "ImagePositionPatient" not in ds:
+            raise DataError(f"{file}: no ImagePositionPatient, cannot place it in the volume")
         ras = LPS_TO_RAS @ np.asarray(ds.ImagePositionPatient, dtype=np.float64)
         distances = np.linalg.norm(origins - ras, axis=1)
         k = int(np.argmin(distances))

@@ -15,14 +15,20 @@ PRIVATE_SCHEME = "99MEDIMG"
 
 # name → (type code, category code); each code is (scheme, value, meaning).
 _ABNORMAL = ("SCT", "49755003", "Morphologically Abnormal Structure")
-_TISSUE = ("SCT", "85756007", "Tissue")
+_ANATOMY = ("SCT", "91723000", "Anatomical Structure")
+_FINDING = ("SCT", "404684003", "Clinical finding")
 KNOWN_CODES: dict[str, tuple[tuple[str, str, str], tuple[str, str, str]]] = {
     "lesion": (("SCT", "52988006", "Lesion"), _ABNORMAL),
     "tumor": (("SCT", "108369006", "Neoplasm"), _ABNORMAL),
     "tumour": (("SCT", "108369006", "Neoplasm"), _ABNORMAL),
     "nodule": (("SCT", "27925004", "Nodule"), _ABNORMAL),
-    "liver": (("SCT", "10200004", "Liver"), _TISSUE),
-    "kidney": (("SCT", "64033007", "Kidney"), _TISSUE),
+    "effusion": (("SCT", "60046008", "Pleural effusion"), _ABNORMAL),
+    "cardiomegaly": (("SCT", "8186001", "Cardiomegaly"), _ABNORMAL),
+    "finding": (_FINDING, _FINDING),
+    "liver": (("SCT", "10200004", "Liver"), _ANATOMY),
+    "kidney": (("SCT", "64033007", "Kidney"), _ANATOMY),
+    "lung": (("SCT", "39607008", "Lung"), _ANATOMY),
+    "heart": (("SCT", "80891009", "Heart"), _ANATOMY),
 }
 
 

@@ -4,6 +4,8 @@ Everything here is plain torch and scriptable (``torch.jit.script``) and traceab
 (``torch.export``), so the exported file runs without medimg or MONAI.
 """
 
+from typing import Optional
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -17,6 +19,30 @@ KINDS = ("classification", "segmentation", "regression")
 SLAB = 16
 
 
+class ImageOnly(nn.Module):
+    """Calls an image-only network; the covariates argument is ignored."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, image: Tensor, covariates: Optional[Tensor]) -> Tensor:  # noqa: UP045
+        return self.net(image)
+
+
+class WithCovariates(nn.Module):
+    """Calls an image + covariates network (e.g. FusionNet) with one case's covariates."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, image: Tensor, covariates: Optional[Tensor]) -> Tensor:  # noqa: UP045
+        if covariates is None:
+            raise ValueError("this model needs the case's covariates (float, NaN = missing)")
+        return self.net(image, covariates.reshape(1, -1).to(image.dtype))
+
+
 class DiagnosticModel(nn.Module):
     """Raw image in its native geometry → probabilities, with the training preprocessing.
 
@@ -25,7 +51,11 @@ class DiagnosticModel(nn.Module):
     (:class:`VolumePreprocessor`), runs the network and the activation, and returns:
 
     - classification: probabilities (num_classes,) — one value for a binary task;
-    - regression: the raw outputs (num_outputs,) in target units (activation ``none``);
+    - regression: the outputs (num_outputs,) in target units (activation ``none``:
+      ``output * scale + shift``, the task's target standardisation undone);
+
+    A network that takes clinical covariates (``takes_covariates``) gets them as a third
+    argument: a float vector (D,) of raw values, NaN where missing.
     - segmentation: class probabilities (C, X, Y, Z) **on the input's own voxel grid**: the
       model-grid probabilities are resampled trilinearly onto every input voxel (outside
       the model grid's field of view: background 1, other classes 0); the label map is
@@ -44,6 +74,8 @@ class DiagnosticModel(nn.Module):
     kind: str
     grid_size: list[int]
     slab: int
+    scale: float
+    shift: float
 
     def __init__(
         self,
@@ -52,6 +84,8 @@ class DiagnosticModel(nn.Module):
         activation: str,
         kind: str = "classification",
         slab: int = SLAB,
+        scale: float = 1.0,
+        shift: float = 0.0,
     ) -> None:
         super().__init__()
         if activation not in ACTIVATIONS:
@@ -61,35 +95,50 @@ class DiagnosticModel(nn.Module):
         if kind == "segmentation" and activation != "softmax":
             raise ValueError("a segmentation model needs the softmax activation")
         self.preprocessor = preprocessor
+        # Called as net(image, covariates): wrap bare networks (see ImageOnly/WithCovariates).
+        if not isinstance(net, (ImageOnly, WithCovariates)):
+            net = WithCovariates(net) if getattr(net, "takes_covariates", False) else ImageOnly(net)
         self.net = net
         self.activation = activation
+        self.scale = float(scale)
+        self.shift = float(shift)
         self.kind = kind
         size = [int(n) for n in preprocessor.size]
         # A 2D preprocessing grid is a one-slice 3D grid (VolumePreprocessor.grid_size).
         self.grid_size = [int(n) for n in getattr(preprocessor, "grid_size", size)]
         self.slab = int(slab)
 
-    def forward(self, volume: Tensor, affine: Tensor) -> Tensor:
-        probs = self.model_grid_probs(volume, affine)
+    def forward(
+        self,
+        volume: Tensor,
+        affine: Tensor,
+        covariates: Optional[Tensor] = None,  # noqa: UP045
+    ) -> Tensor:
+        probs = self.model_grid_probs(volume, affine, covariates)
         if self.kind == "segmentation":
             return self.to_input_grid(probs, volume, affine)
         return probs
 
     @torch.jit.export
-    def model_grid_probs(self, volume: Tensor, affine: Tensor) -> Tensor:
+    def model_grid_probs(
+        self,
+        volume: Tensor,
+        affine: Tensor,
+        covariates: Optional[Tensor] = None,  # noqa: UP045
+    ) -> Tensor:
         """Probabilities on the model grid: (num_classes,) or (C, *size)."""
         image = self.preprocessor(volume, affine).unsqueeze(0)
-        logits = self.net(image)[0]
+        logits = self.net(image, covariates)[0]
         if self.activation == "sigmoid":
             return torch.sigmoid(logits.reshape(-1))
         if self.activation == "none":
-            return logits.reshape(-1)
+            return logits.reshape(-1) * self.scale + self.shift
         return torch.softmax(logits, dim=0)
 
     @torch.jit.export
     def label_map(self, volume: Tensor, affine: Tensor) -> Tensor:
         """Segmentation label map (X, Y, Z) on the input grid, int64 (0 = background)."""
-        return self.forward(volume, affine).argmax(0)
+        return self.forward(volume, affine, None).argmax(0)
 
     @torch.jit.export
     def grid_affine(self, volume: Tensor, affine: Tensor) -> Tensor:
@@ -149,13 +198,25 @@ def _spatial_shape(volume: Tensor) -> list[int]:
 
 
 def build_diagnostic(
-    preprocessor: VolumePreprocessor, net: nn.Module, kind: str, num_classes: int
+    preprocessor: VolumePreprocessor,
+    net: nn.Module,
+    kind: str,
+    num_classes: int,
+    multilabel: bool = False,
+    scale: float = 1.0,
+    shift: float = 0.0,
 ) -> DiagnosticModel:
-    """The exported unit for a task: sigmoid for binary classification, softmax otherwise.
+    """The exported unit for a task.
 
-    Regression outputs stay raw (activation ``none``).
+    Activation: sigmoid for binary or multi-label classification, softmax for multi-class
+    and segmentation, ``output * scale + shift`` for regression.
     """
-    activation = "sigmoid" if kind == "classification" and num_classes == 1 else "softmax"
     if kind == "regression":
         activation = "none"
-    return DiagnosticModel(preprocessor, net.eval(), activation, kind).eval()
+    elif kind == "classification" and (num_classes == 1 or multilabel):
+        activation = "sigmoid"
+    else:
+        activation = "softmax"
+    return DiagnosticModel(
+        preprocessor, net.eval(), activation, kind, scale=scale, shift=shift
+    ).eval()

@@ -78,7 +78,7 @@ class PreparedExport:
 
 
 def prepare_export(
-    model: DiagnosticModel, fmt: str = "torchscript", example: tuple[Tensor, Tensor] | None = None
+    model: DiagnosticModel, fmt: str = "torchscript", example: tuple[Tensor, ...] | None = None
 ) -> PreparedExport:
     """Script (TorchScript) or trace (``torch_export``, ``onnx``) the exported unit.
 
@@ -107,7 +107,7 @@ def export_model(
     path: str | Path,
     card: dict,
     fmt: str = "torchscript",
-    example: tuple[Tensor, Tensor] | None = None,
+    example: tuple[Tensor, ...] | None = None,
 ) -> tuple[Path, dict]:
     """Write ``model`` with ``card`` embedded and sealed (see :func:`prepare_export`).
 
@@ -148,10 +148,21 @@ class LoadedModel:
     def task(self) -> str:
         return str(self.card["task"])
 
-    def __call__(self, volume: Tensor, affine: Tensor) -> Tensor:
-        """Run on one case: ``volume`` float32 (X, Y, Z) native units, ``affine`` float64 4x4."""
+    def __call__(self, volume: Tensor, affine: Tensor, covariates: Tensor | None = None) -> Tensor:
+        """Run on one case: ``volume`` float32 (X, Y, Z) native units, ``affine`` float64 4x4,
+        ``covariates`` float (D,) raw values (NaN = missing) for models that take them."""
         volume = torch.as_tensor(volume, dtype=torch.float32)
         affine = torch.as_tensor(affine, dtype=torch.float64)
+        names = list((self.card.get("input") or {}).get("covariates") or [])
+        if names and covariates is None:
+            raise DataError(f"{self.path}: this model needs the covariates {names}")
+        inputs = [volume, affine]
+        if names:
+            inputs.append(torch.as_tensor(covariates, dtype=torch.float32).reshape(-1))
+            if inputs[2].numel() != len(names):
+                raise DataError(
+                    f"{self.path}: expected {len(names)} covariates {names}, got {inputs[2].numel()}"
+                )
         fixed = self.card.get("export", {}).get("input_shape")
         if fixed is not None and list(volume.shape) != list(fixed):
             raise DataError(
@@ -160,10 +171,11 @@ class LoadedModel:
             )
         with torch.no_grad():
             if self.format == "onnx":
-                names = [i.name for i in self.runner.get_inputs()]
-                feeds = dict(zip(names, (volume.numpy(), affine.numpy()), strict=True))
+                feeds = {
+                    i.name: t.numpy() for i, t in zip(self.runner.get_inputs(), inputs, strict=True)
+                }
                 return torch.from_numpy(np.asarray(self.runner.run(None, feeds)[0]))
-            return self.runner(volume, affine)
+            return self.runner(*inputs)
 
 
 def load_model(path: str | Path) -> LoadedModel:

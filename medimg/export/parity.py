@@ -39,6 +39,7 @@ def check_parity(
     volumes: list[Tensor],
     affines: list[Tensor],
     expected: list[Tensor],
+    covariates: list[Tensor] | None = None,
 ) -> dict:
     """Run the exported file in a fresh torch-only Python process and compare its outputs.
 
@@ -53,7 +54,10 @@ def check_parity(
     with tempfile.TemporaryDirectory(prefix="medimg-parity-") as scratch:
         inputs = Path(scratch) / "inputs.pt"
         report = Path(scratch) / "report.json"
-        torch.save({"volumes": volumes, "affines": affines, "expected": expected}, inputs)
+        data = {"volumes": volumes, "affines": affines, "expected": expected}
+        if covariates is not None:
+            data["covariates"] = covariates
+        torch.save(data, inputs)
         env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
         result = subprocess.run(
             [

@@ -37,8 +37,8 @@ def _runner(model_path):
         session = ort.InferenceSession(model_path, providers=["CPUExecutionProvider"])
         names = [i.name for i in session.get_inputs()]
 
-        def run(volume, affine):
-            feeds = dict(zip(names, (volume.numpy(), affine.numpy()), strict=True))
+        def run(*inputs):
+            feeds = dict(zip(names, (t.numpy() for t in inputs), strict=True))
             return torch.from_numpy(np.asarray(session.run(None, feeds)[0]))
 
         return run
@@ -67,11 +67,12 @@ def main(model_path: str, inputs_path: str, output_path: str) -> None:
     run = _runner(model_path)
     data = torch.load(inputs_path, weights_only=True)
     worst, dice = 0.0, 1.0
+    covariates = data.get("covariates") or [None] * len(data["volumes"])
     with torch.no_grad():
-        for volume, affine, expected in zip(
-            data["volumes"], data["affines"], data["expected"], strict=True
+        for volume, affine, cov, expected in zip(
+            data["volumes"], data["affines"], covariates, data["expected"], strict=True
         ):
-            got = run(volume, affine)
+            got = run(volume, affine) if cov is None else run(volume, affine, cov)
             expected = expected.reshape(got.shape)
             worst = max(worst, float((got - expected).abs().max()))
             if got.dim() >= 3:

@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 logging.getLogger("onnxscript").setLevel(logging.WARNING)
 CARD_NAME = "model_card.json"
 ONNX_CARD_KEY = "medimg.model_card"
-ONNX_INPUTS = ("volume", "affine")
+ONNX_INPUTS = ("volume", "affine", "covariates")
 ONNX_OUTPUT = "output"
 SHAPE_GAP = (
     "input shape fixed to the export example's {shape}: the preprocessing computes its "
@@ -38,12 +38,14 @@ SHAPE_GAP = (
 )
 
 
-def trace_program(model: DiagnosticModel, example: tuple[Tensor, Tensor]):
+def trace_program(model: DiagnosticModel, example: tuple[Tensor, ...]):
     """``torch.export`` the model on ``example``; returns the program and the format facts."""
-    dynamic = ({i: torch.export.Dim.AUTO for i in range(example[0].dim())}, None)
+    dynamic = ({i: torch.export.Dim.AUTO for i in range(example[0].dim())},) + (None,) * (
+        len(example) - 1
+    )
     with torch.no_grad():
         program = torch.export.export(model.eval(), example, dynamic_shapes=dynamic)
-    user_inputs = [n for n in program.graph.nodes if n.op == "placeholder"][-2:]
+    user_inputs = [n for n in program.graph.nodes if n.op == "placeholder"][-len(example) :]
     shape = [int(d) if is_concrete_int(d) else None for d in user_inputs[0].meta["val"].shape]
     return program, _facts("torch_export", shape)
 
@@ -71,7 +73,7 @@ def load_torch_export(path: str | Path):
     return program, json.loads(extra[CARD_NAME])
 
 
-def trace_onnx(model: DiagnosticModel, example: tuple[Tensor, Tensor]):
+def trace_onnx(model: DiagnosticModel, example: tuple[Tensor, ...]):
     """Export the model to ONNX on ``example``; returns the ONNX program and format facts."""
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -81,7 +83,7 @@ def trace_onnx(model: DiagnosticModel, example: tuple[Tensor, Tensor]):
             model.eval(),
             example,
             dynamo=True,
-            input_names=list(ONNX_INPUTS),
+            input_names=list(ONNX_INPUTS[: len(example)]),
             output_names=[ONNX_OUTPUT],
             verbose=False,
         )

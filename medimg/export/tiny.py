@@ -28,18 +28,27 @@ TINY_PREPROCESS = PreprocessConfig(
 LABELS = {"classification": ["no_lesion", "lesion"], "segmentation": ["background", "lesion"]}
 
 
+TINY_PREPROCESS_2D = PreprocessConfig(
+    spacing=(5.6, 5.6), size=(64, 64), window=None, fill_value=0.0, normalise="percentile"
+)
+
+
 def tiny_model(
     kind: str, seed: int = 0, preprocess: PreprocessConfig = TINY_PREPROCESS
 ) -> DiagnosticModel:
-    """A small MONAI DenseNet (binary classification) or UNet (2-class segmentation)."""
+    """A small MONAI DenseNet (binary classification) or UNet (2-class segmentation).
+
+    2D when ``preprocess`` has a 2D grid (e.g. :data:`TINY_PREPROCESS_2D`).
+    """
     from monai.networks.nets import DenseNet, UNet
 
     torch.manual_seed(seed)
+    dims = len(preprocess.size)
     if kind == "classification":
-        net = DenseNet(3, 1, 1, init_features=4, growth_rate=4, block_config=(2, 2), bn_size=2)
+        net = DenseNet(dims, 1, 1, init_features=4, growth_rate=4, block_config=(2, 2), bn_size=2)
         num_classes = 1
     else:
-        net = UNet(3, 1, 2, channels=(4, 8), strides=(2,), num_res_units=0)
+        net = UNet(dims, 1, 2, channels=(4, 8), strides=(2,), num_res_units=0)
         num_classes = 2
     return build_diagnostic(VolumePreprocessor(preprocess), net, kind, num_classes)
 
@@ -54,7 +63,9 @@ def tiny_card(model: DiagnosticModel, preprocess: PreprocessConfig = TINY_PREPRO
         "size": list(preprocess.size),
         "window": list(preprocess.window) if preprocess.window else None,
         "fill_value": preprocess.fill_value,
+        "normalise": getattr(preprocess, "normalise", "window"),
     }
+    modality = "CT" if len(preprocess.size) == 3 else "DX"
     return {
         "format": CARD_FORMAT,
         "experiment": f"tiny-{kind}",
@@ -63,7 +74,7 @@ def tiny_card(model: DiagnosticModel, preprocess: PreprocessConfig = TINY_PREPRO
         "num_classes": num_classes,
         "label_names": labels,
         "labels": label_entries(labels),
-        "input": input_contract({"modality": ["CT"]}, prep),
+        "input": input_contract({"modality": [modality]}, prep),
         "output": output_contract(kind, num_classes),
         "network_input_shape": [1, 1, *preprocess.size],
         "preprocessing": prep,
@@ -80,10 +91,11 @@ def export_tiny(
     fmt: str = "torchscript",
     example: tuple[torch.Tensor, torch.Tensor] | None = None,
     seed: int = 0,
+    preprocess: PreprocessConfig = TINY_PREPROCESS,
 ) -> Path:
     """Export a tiny model of ``kind`` into ``folder`` (with its sidecar card)."""
-    model = tiny_model(kind, seed)
+    model = tiny_model(kind, seed, preprocess)
     path = Path(folder) / f"model{FORMATS[fmt]}"
-    path, card = export_model(model, path, tiny_card(model), fmt, example)
+    path, card = export_model(model, path, tiny_card(model, preprocess), fmt, example)
     write_sidecar(path, card)
     return path

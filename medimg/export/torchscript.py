@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from medimg.export.diagnostic import DiagnosticModel
+from medimg.export.diagnostic import DiagnosticModel, ImageOnly
 from medimg.export.integrity import seal, verify
 from medimg.files import write_atomic
 
@@ -31,8 +31,10 @@ def script_model(model: DiagnosticModel) -> torch.jit.ScriptModule:
             "network does not script (%s); tracing it inside the scripted wrapper",
             type(err).__name__,
         )
+        if not isinstance(model.net, ImageOnly):
+            raise
         example = torch.zeros(1, 1, *model.preprocessor.size)
-        model.net = torch.jit.trace(model.net, example)
+        model.net.net = torch.jit.trace(model.net.net, example)
         return torch.jit.script(model)
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from medimg.data import keys
 from medimg.data.datamodule import ManifestDataModule
 from medimg.data.errors import DataError
 from medimg.data.loading import load_transform, raw_volume
@@ -25,8 +26,9 @@ from medimg.export.card import (
     validation_section,
 )
 from medimg.export.codes import label_entries
-from medimg.export.diagnostic import build_diagnostic
+from medimg.export.diagnostic import DiagnosticModel, WithCovariates
 from medimg.export.parity import check_parity, expected_outputs, parity_passed
+from medimg.export.predictor import diagnostic_from_task
 from medimg.files import write_json
 from medimg.pipeline import provenance
 from medimg.pipeline.build import task_kind
@@ -50,18 +52,27 @@ def export_format(cfg: DictConfig) -> str:
 
 
 def raw_inputs(
-    datamodule: ManifestDataModule, name: str
-) -> tuple[list[torch.Tensor], list[torch.Tensor], list[dict]]:
-    """Volumes in native geometry, their affines and reader metadata, for set ``name``."""
+    datamodule: ManifestDataModule, name: str, case_ids: list[str] | None = None
+) -> dict[str, list]:
+    """Raw cases of set ``name`` (those of ``case_ids``, in that order, when given):
+    ``volumes`` (native geometry), ``affines``, reader ``metas`` and ``covariates`` (None per
+    case when the manifest has none)."""
     reader = load_transform(with_mask=False, repair_tilt=datamodule.repair_tilt)
-    volumes, affines, metas = [], [], []
-    for record in datamodule.records(name):
+    out: dict[str, list] = {"volumes": [], "affines": [], "metas": [], "covariates": []}
+    records = datamodule.records(name)
+    if case_ids is not None:
+        by_id = {str(r[keys.CASE_ID]): r for r in records}
+        records = [by_id[str(c)] for c in case_ids]
+    for record in records:
         image = reader({"image": record["image"]})["image"]
         volume, affine = raw_volume(image)
-        volumes.append(volume)
-        affines.append(affine)
-        metas.append({k: v for k, v in image.meta.items() if isinstance(v, (str, int, float))})
-    return volumes, affines, metas
+        out["volumes"].append(volume)
+        out["affines"].append(affine)
+        out["metas"].append(
+            {k: v for k, v in image.meta.items() if isinstance(v, (str, int, float))}
+        )
+        out["covariates"].append(record.get(keys.COVARIATES))
+    return out
 
 
 def case_outputs(outputs: list[dict], key: str = "prob") -> list[torch.Tensor]:
@@ -81,7 +92,12 @@ def _software(fmt: str) -> dict:
 
 
 def model_card(
-    cfg: DictConfig, task: BaseTask, metrics: dict, extra: dict, observed: dict | None = None
+    cfg: DictConfig,
+    task: BaseTask,
+    metrics: dict,
+    extra: dict,
+    observed: dict | None = None,
+    model: DiagnosticModel | None = None,
 ) -> dict:
     """Everything an integrator needs to know about the exported model (no identifiers).
 
@@ -92,6 +108,7 @@ def model_card(
         extra: further sections from the pipeline (``training_data``, ``internal_test_data``,
             ``evaluation_report``, ``operating_point``...), merged at the top level.
         observed: what the validation inputs looked like (:func:`observed_inputs`).
+        model: the exported unit; its network's weights are hashed (default: ``task.net``).
     """
     kind = task_kind(cfg)
     fmt = export_format(cfg)
@@ -100,6 +117,10 @@ def model_card(
     codes = cfg.export.get("label_codes")
     codes = OmegaConf.to_container(codes, resolve=True) if codes is not None else None
     extra = dict(extra)
+    contract = input_contract(observed or {}, preprocessing)
+    if getattr(task.net, "takes_covariates", False):
+        contract["covariates"] = [str(c) for c in cfg.data.get("covariates") or []]
+        contract["covariates_format"] = "float32 (D,) raw values in this order, NaN = missing"
     return {
         "format": CARD_FORMAT,
         "experiment": cfg.experiment_name,
@@ -108,7 +129,7 @@ def model_card(
         "num_classes": int(cfg.task.num_classes),
         "label_names": label_names,
         "labels": label_entries(label_names, codes),
-        "input": input_contract(observed or {}, preprocessing),
+        "input": contract,
         "output": output_contract(kind, int(cfg.task.num_classes)),
         "network": str(cfg.net.get("_target_", "")),
         "network_input_shape": [1, 1, *preprocessing["size"]],
@@ -122,7 +143,7 @@ def model_card(
         "software": _software(fmt),
         "code_version": provenance.code_version(),
         "config_sha256": provenance.config_hash(cfg),
-        "weights_sha256": weights_sha256(task.net),
+        "weights_sha256": weights_sha256(model.net if model is not None else task.net),
     }
 
 
@@ -148,16 +169,23 @@ def export_run(
     export_dir = Path(export_dir) if export_dir else run_dir / "export"
     export_dir.mkdir(parents=True, exist_ok=True)
     kind, fmt = task_kind(cfg), export_format(cfg)
-    net = task.net.eval().cpu()
-    model = build_diagnostic(datamodule.preprocessor, net, kind, int(cfg.task.num_classes))
-    volumes, affines, metas = raw_inputs(datamodule, "test")
+    task = task.eval().cpu()
+    model, gaps = diagnostic_from_task(task, datamodule.preprocessor)
+    # The cases the framework predicted (all of the test split, or fewer under fast_dev_run).
+    case_ids = [str(c) for batch in test_outputs for c in batch[keys.CASE_ID]]
+    raw = raw_inputs(datamodule, "test", case_ids)
+    volumes, affines = raw["volumes"], raw["affines"]
     if not volumes:
         raise ExportError("the test split is empty: nothing to check the exported model on")
+    covariates = raw["covariates"] if isinstance(model.net, WithCovariates) else None
     probs = case_outputs(test_outputs, getattr(task, "output_key", "prob"))
     expected = expected_outputs(model, probs, volumes, affines)
-    observed = observed_inputs(metas, [a.numpy() for a in affines])
-    card = model_card(cfg, task, metrics, card_extra, observed)
-    prepared = prepare_export(model, fmt, (volumes[0], affines[0]))
+    observed = observed_inputs(raw["metas"], [a.numpy() for a in affines])
+    card = model_card(cfg, task, metrics, card_extra, observed, model)
+    card["export"] = {"gaps": list(gaps)}
+    example = (volumes[0], affines[0]) + ((covariates[0],) if covariates else ())
+    prepared = prepare_export(model, fmt, example)
+    prepared.facts["gaps"] = list(gaps) + list(prepared.facts.get("gaps", []))
     cases = _checkable(prepared.facts.get("input_shape"), volumes)
     name = f"model{FORMATS[fmt]}"
     with tempfile.TemporaryDirectory(dir=export_dir, prefix=".parity-") as scratch:
@@ -167,6 +195,7 @@ def export_run(
             [volumes[i] for i in cases],
             [affines[i] for i in cases],
             [expected[i] for i in cases],
+            [covariates[i] for i in cases] if covariates else None,
         )
     atol = float(cfg.export.parity_atol)
     min_dice = float(cfg.export.get("parity_min_dice", 0.99))
