@@ -205,3 +205,36 @@ def test_radiograph_seg_and_sr_are_valid(tmp_path, capsys):
     source = pydicom.dcmread(image, stop_before_pixels=True)
     derivation = seg.PerFrameFunctionalGroupsSequence[0].DerivationImageSequence[0]
     assert derivation.SourceImageSequence[0].ReferencedSOPInstanceUID == source.SOPInstanceUID
+
+
+def test_multilabel_findings_use_each_labels_threshold(series):
+    from types import SimpleNamespace
+
+    from medimg.deploy.dicom_out import structured_report
+    from medimg.deploy.infer import findings
+    from medimg.deploy.source import read_input
+    from medimg.export.codes import label_entries
+
+    names = ["nodule", "effusion", "cardiomegaly"]
+    card = {
+        "label_names": names,
+        "labels": label_entries(names),
+        "multilabel": True,
+        "operating_point": {"thresholds": {"nodule": 0.2, "effusion": 0.9, "cardiomegaly": 0.5}},
+        "experiment": "multilabel-test",
+        "weights_sha256": "ab" * 32,
+    }
+    probabilities = [0.3, 0.8, 0.5]
+    model = SimpleNamespace(card=card, task="classification")
+    labels = findings(model, torch.tensor(probabilities), None)["classification"]["labels"]
+    expected = {"nodule": True, "effusion": False, "cardiomegaly": True}
+    assert {name: entry["present"] for name, entry in labels.items()} == expected
+    sr = structured_report(read_input(series["internal"]).sources, probabilities, card)
+    verdicts = [
+        item.ConceptCodeSequence[0].CodeMeaning
+        for item in _walk(sr.ContentSequence)
+        if item.ValueType == "CODE"
+        and item.ConceptNameCodeSequence[0].CodeMeaning
+        in ("Nodule", "Pleural effusion", "Cardiomegaly")
+    ]
+    assert verdicts == ["Present", "Absent", "Present"]

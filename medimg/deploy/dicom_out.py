@@ -18,6 +18,7 @@ import numpy as np
 from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
 
+from medimg.export.card import threshold_for
 from medimg.files import write_atomic
 
 # highdicom logs every copied module at INFO level.
@@ -106,16 +107,19 @@ def structured_report(
     """A TID 1500 measurement report: per finding, its probability and present/absent.
 
     Binary classification reports the positive label (the last one) with its probability
-    and ``Present`` when it reaches the card's operating point; multi-class reports every
-    label's probability and ``Present`` for the most probable. Every source instance is
+    and ``Present`` when it reaches the card's operating point; multi-label reports every
+    label against its own threshold; multi-class reports every label's probability and
+    ``Present`` for the most probable. Every source instance is
     referenced as the image the finding was made on.
     """
     name, version = _algorithm(card)
     labels = card["labels"]
-    if len(probabilities) == 1:
+    if card.get("multilabel"):
+        reported = [(labels[i], float(p)) for i, p in enumerate(probabilities)]
+        present = [p >= threshold_for(card, entry["name"]) for entry, p in reported]
+    elif len(probabilities) == 1:
         reported = [(labels[-1], float(probabilities[0]))]
-        threshold = float(card.get("operating_point", {}).get("threshold", 0.5))
-        present = [reported[0][1] >= threshold]
+        present = [reported[0][1] >= threshold_for(card, "positive")]
     else:
         reported = [(labels[i], float(p)) for i, p in enumerate(probabilities)]
         best = int(np.argmax(probabilities))

@@ -28,6 +28,7 @@ from medimg.data.errors import DataError
 from medimg.deploy import dicom_out
 from medimg.deploy.source import InputCase, read_input
 from medimg.export import LoadedModel, load_model
+from medimg.export.card import threshold_for
 from medimg.files import write_atomic, write_json
 
 log = logging.getLogger(__name__)
@@ -80,9 +81,19 @@ def findings(model: LoadedModel, output: torch.Tensor, case: InputCase) -> dict[
                 zip(names or [f"output_{i}" for i in range(len(values))], values, strict=False)
             )
         }
+    if card.get("multilabel"):
+        labels = {}
+        for name, value in zip(names, values, strict=True):
+            threshold = threshold_for(card, name)
+            labels[name] = {
+                "probability": value,
+                "threshold": threshold,
+                "present": value >= threshold,
+            }
+        return {"classification": {"labels": labels}}
     if len(values) == 1:
-        threshold = float(card.get("operating_point", {}).get("threshold", 0.5))
         name = names[-1] if names else "positive"
+        threshold = threshold_for(card, "positive")
         return {
             "classification": {
                 "finding": name,

@@ -15,7 +15,16 @@ INPUT_VOLUME = "float32 tensor (X, Y, Z) in native units ({units}), any orientat
 INPUT_AFFINE = "float64 4x4 voxel index (i, j, k) → RAS world mm (NIfTI convention)"
 
 
-def output_contract(kind: str, num_classes: int) -> str:
+def threshold_for(card: Mapping[str, Any], name: str) -> float:
+    """The decision threshold for label ``name``: per-label, global, or 0.5."""
+    op = card.get("operating_point") or {}
+    per_label = op.get("thresholds") or {}
+    if name in per_label:
+        return float(per_label[name])
+    return float(op.get("threshold", 0.5))
+
+
+def output_contract(kind: str, num_classes: int, multilabel: bool = False) -> str:
     """What ``forward(volume, affine)`` returns, in words."""
     if kind == "segmentation":
         return (
@@ -25,6 +34,10 @@ def output_contract(kind: str, num_classes: int) -> str:
         )
     if kind == "regression":
         return f"raw predictions ({num_classes},) in target units"
+    if multilabel:
+        return (
+            f"independent probabilities of {num_classes} labels, shape ({num_classes},) (sigmoid)"
+        )
     if num_classes == 1:
         return "probability of the positive class, shape (1,) (sigmoid)"
     return f"class probabilities ({num_classes},) (softmax)"

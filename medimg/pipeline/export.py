@@ -130,7 +130,10 @@ def model_card(
         "label_names": label_names,
         "labels": label_entries(label_names, codes),
         "input": contract,
-        "output": output_contract(kind, int(cfg.task.num_classes)),
+        "multilabel": bool(getattr(task, "multilabel", False)),
+        "output": output_contract(
+            kind, int(cfg.task.num_classes), bool(getattr(task, "multilabel", False))
+        ),
         "network": str(cfg.net.get("_target_", "")),
         "network_input_shape": [1, 1, *preprocessing["size"]],
         "preprocessing": preprocessing,
