@@ -91,7 +91,9 @@ def image_only_config(cfg: DictConfig, run_dir: Path) -> DictConfig:
     derived = copy.deepcopy(cfg)
     with open_dict(derived):
         image_net = OmegaConf.to_container(cfg.net.image_net, resolve=True)
-        image_net["out_channels"] = int(cfg.task.num_classes)
+        # MONAI spells the output count out_channels (DenseNet) or num_classes (ResNet, ViT).
+        output_key = "num_classes" if "num_classes" in image_net else "out_channels"
+        image_net[output_key] = int(cfg.task.num_classes)
         derived.net = OmegaConf.create(image_net)
         derived.data.covariates = []
         derived.reference.image_only = False
