@@ -19,7 +19,7 @@ from tests.conftest import ROOT
 # Three outputs: no MONAI default (2, 400, 1000) matches, so a wrong argument name fails.
 NUM_CLASSES = 3
 CLASSIFIERS = (
-    "densenet121 densenet169 resnet10 resnet18 resnet34 resnet50 efficientnet_b0 seresnet50 vit cnn"
+    "densenet121 densenet169 resnet10 resnet18 resnet34 resnet50 efficientnet_b0 seresnet50 vit cnn resnet_small"
 ).split()
 SEGMENTERS = "unet basicunet attentionunet dynunet segresnet unetr swinunetr".split()
 # The smallest side each network accepts (SwinUNETR: divisible by 32 and its deepest norm needs
