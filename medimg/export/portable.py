@@ -114,6 +114,10 @@ def load_onnx(path: str | Path):
     verify(path)
     options = ort.SessionOptions()
     options.log_severity_level = 3
+    # As many threads as torch, and no busy-waiting between calls: spinning worker threads
+    # would take the CPU from everything else in the process (and from the eager baseline).
+    options.intra_op_num_threads = torch.get_num_threads()
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     meta = session.get_modelmeta().custom_metadata_map
     return session, json.loads(meta[ONNX_CARD_KEY])
