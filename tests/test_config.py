@@ -68,7 +68,7 @@ def test_multirun_over_two_learning_rates_gives_two_run_folders(tmp_path, data_d
     result = run_script(
         "train", "--multirun", "optimizer.lr=0.001,0.0003", *overrides, tmp=tmp_path
     )
-    runs = sorted(p.parent for p in (tmp_path / "runs").rglob("metrics.json"))
+    runs = sorted(p.parent for p in (tmp_path / "runs").rglob("run_info.json"))
     assert len(runs) == 2
     lrs = sorted(
         float(__import__("yaml").safe_load((r / "config.yaml").read_text())["optimizer"]["lr"])
