@@ -38,7 +38,9 @@ def _train(cfg: DictConfig) -> None:
         run_dir = validate(cfg) if cfg.stage == "validate" else train(cfg)
     except (DataError, ValueError) as err:
         _fail(err)
-    print(run_dir, flush=True)
+    # Under DDP every rank runs this function; only rank 0 announces the run folder.
+    if int(os.environ.get("RANK", os.environ.get("LOCAL_RANK", "0"))) == 0:
+        print(run_dir, flush=True)
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="evaluate")
