@@ -73,10 +73,9 @@ def test_network_starts_from_a_users_weight_file_with_a_frozen_encoder(tmp_path,
         "init.freeze_encoder=true",
     )
     new_run = run_dir_of(run_script("train", *overrides, tmp=tmp_path))
+    last = new_run / "checkpoints" / "last.ckpt"
     before = torch.load(weights, map_location="cpu", weights_only=True)["state_dict"]
-    after = torch.load(
-        new_run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True
-    )["state_dict"]
+    after = torch.load(last, map_location="cpu", weights_only=True)["state_dict"]
     encoder = [k for k in before if k.startswith("net.features.") and k.endswith(".weight")]
     head = [k for k in before if k.startswith("net.class_layers.") and k.endswith(".weight")]
     assert encoder and head

@@ -8,13 +8,8 @@ noisier legacy scanner within the internal site for subgroup analysis.
 
 from __future__ import annotations
 
-import concurrent.futures
-import csv
 import datetime as _dt
 import logging
-import os
-import shutil
-import tempfile
 import time
 import uuid
 from dataclasses import dataclass, replace
@@ -25,6 +20,7 @@ import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian
 
+from medimg.data.generated import cached_dataset, run_in_order, write_manifest_csv
 from medimg.data.synthetic_clinical import AGE_RANGE, clinical_rng, draw_clinical
 from medimg.data.synthetic_phantom import BODY_JITTER, BODY_SEMI_AXES, LESION, draw_lesion, phantom
 
@@ -220,28 +216,17 @@ def make_synthetic_ct(
     root = Path(root)
     final = root / f"synthetic_ct-{DATASET_VERSION}-seed{seed}-n{n_internal}-{n_external}"
     paths = _manifest_paths(final)
-    if (final / "COMPLETE").is_file():
-        logger.debug("Synthetic dataset cache hit: %s", final)
-        return paths
 
-    root.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=root))
-    tmp.chmod(0o755)  # mkdtemp creates 0o700; the published dataset should be readable
-    try:
+    def generate(tmp: Path) -> int:
         start = time.perf_counter()
         logger.info("Generating synthetic CT dataset into %s (workers=%d)", final, workers)
         n_cases = _generate_dataset(tmp, seed, n_internal, n_external, workers)
-        (tmp / "COMPLETE").write_text(f"{n_cases} cases\n")
-        _publish(tmp, final)
         logger.info(
-            "Synthetic CT dataset ready: %d cases in %.1f s (%s)",
-            n_cases,
-            time.perf_counter() - start,
-            final,
+            "Synthetic CT dataset ready: %d cases in %.1f s", n_cases, time.perf_counter() - start
         )
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+        return n_cases
+
+    cached_dataset(final, generate, "synthetic CT dataset")
     return paths
 
 
@@ -253,25 +238,6 @@ def _manifest_paths(final: Path) -> dict[str, Path]:
     }
 
 
-def _publish(tmp: Path, final: Path) -> None:
-    """Atomically rename a finished temporary dataset folder to its final name."""
-    for _ in range(2):
-        try:
-            os.replace(tmp, final)
-            return
-        except OSError:
-            if (final / "COMPLETE").is_file():
-                logger.info("Another process finished %s first; using it", final)
-                return
-            if not final.exists():
-                raise
-            # A final-name folder without COMPLETE was not made by this module's atomic
-            # rename, so it is stale debris: remove it and retry once.
-            logger.warning("Removing incomplete dataset folder %s", final)
-            shutil.rmtree(final, ignore_errors=True)
-    raise OSError(f"could not publish synthetic dataset to {final}")
-
-
 def _generate_dataset(out: Path, seed: int, n_internal: int, n_external: int, workers: int) -> int:
     """Generate both sites into ``out`` and write their manifests; return the case count."""
     tasks = _plan_site(out, seed, 0, n_internal, follow_ups=True)
@@ -280,24 +246,13 @@ def _generate_dataset(out: Path, seed: int, n_internal: int, n_external: int, wo
         (out / f"site_{site.name}" / "images").mkdir(parents=True)
         (out / f"site_{site.name}" / "masks").mkdir(parents=True)
         (out / f"site_{site.name}" / "organs").mkdir(parents=True)
-    rows = _run_tasks(tasks, workers)
+    rows = run_in_order(_generate_case, tasks, workers)
     for site_index, site in enumerate(_SITES):
         site_rows = [
             row for task, row in zip(tasks, rows, strict=True) if task.site_index == site_index
         ]
-        _write_manifest(out / f"site_{site.name}" / "manifest.csv", site_rows)
+        write_manifest_csv(out / f"site_{site.name}" / "manifest.csv", site_rows, MANIFEST_COLUMNS)
     return len(rows)
-
-
-def _run_tasks(tasks: list[_CaseTask], workers: int) -> list[dict[str, object]]:
-    """Generate all cases, serially or with a process pool, preserving task order."""
-    if workers <= 1 or len(tasks) <= 1:
-        return [_generate_case(task) for task in tasks]
-    # Platform-default start method (fork on Linux): unlike spawn it also works from
-    # unguarded scripts, stdin and notebooks; workers only use numpy/pydicom/nibabel.
-    with concurrent.futures.ProcessPoolExecutor(workers) as pool:
-        chunk = max(1, len(tasks) // (workers * 8))
-        return list(pool.map(_generate_case, tasks, chunksize=chunk))
 
 
 def _plan_site(
@@ -339,14 +294,6 @@ def _plan_site(
                 )
             )
     return tasks
-
-
-def _write_manifest(path: Path, rows: list[dict[str, object]]) -> None:
-    """Write a manifest CSV with the fixed column order."""
-    with path.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=MANIFEST_COLUMNS, lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(rows)
 
 
 def _uid(task: _CaseTask, *parts: object) -> str:

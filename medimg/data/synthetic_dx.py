@@ -8,14 +8,9 @@ Storage – For Presentation (12 bits, MONOCHROME2 or MONOCHROME1) with a 2D NIf
 
 from __future__ import annotations
 
-import concurrent.futures
-import csv
 import datetime as _dt
 import logging
 import math
-import os
-import shutil
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +19,7 @@ import numpy as np
 from pydicom.uid import generate_uid
 
 from medimg.data.chest_phantom import ChestAnatomy, Findings, draw_chest, place_nodule
+from medimg.data.generated import cached_dataset, run_in_order, write_manifest_csv
 from medimg.data.radiography import (
     SITES,
     Vendor,
@@ -112,54 +108,22 @@ def make_synthetic_dx(
         "internal": final / "site_A" / "manifest.csv",
         "external": final / "site_B" / "manifest.csv",
     }
-    if (final / "COMPLETE").is_file():
-        logger.debug("Synthetic DX dataset cache hit: %s", final)
-        return paths
-    root.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=root))
-    tmp.chmod(0o755)  # mkdtemp makes 0o700; the published dataset should be readable
-    try:
+
+    def generate(tmp: Path) -> int:
         start = time.perf_counter()
         tasks = _plan(tmp, seed, "A", n_internal, follow_ups=True)
         tasks += _plan(tmp, seed, "B", n_external, follow_ups=False)
-        rows = _run(tasks, workers)
+        rows = run_in_order(_generate, tasks, workers)
         for site in SITES:
             site_rows = [r for t, r in zip(tasks, rows, strict=True) if t.site == site]
-            _write_manifest(tmp / f"site_{site}" / "manifest.csv", site_rows)
-        (tmp / "COMPLETE").write_text(f"{len(rows)} studies\n")
-        _publish(tmp, final)
+            write_manifest_csv(tmp / f"site_{site}" / "manifest.csv", site_rows, MANIFEST_COLUMNS)
         logger.info(
             "Synthetic DX dataset: %d studies in %.1f s", len(rows), time.perf_counter() - start
         )
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+        return len(rows)
+
+    cached_dataset(final, generate, "synthetic DX dataset")
     return paths
-
-
-def _publish(tmp: Path, final: Path) -> None:
-    """Rename the finished folder into place; a complete one made meanwhile wins."""
-    for _ in range(2):
-        try:
-            os.replace(tmp, final)
-            return
-        except OSError:
-            if (final / "COMPLETE").is_file():
-                return
-            if not final.exists():
-                raise
-            # A final-name folder without COMPLETE is debris of an interrupted run.
-            logger.warning("Removing incomplete dataset folder %s", final)
-            shutil.rmtree(final, ignore_errors=True)
-    raise OSError(f"could not publish synthetic dataset to {final}")
-
-
-def _run(tasks: list[_StudyTask], workers: int) -> list[dict[str, object]]:
-    """Generate every study, serially or in a process pool, in task order."""
-    if workers <= 1 or len(tasks) <= 1:
-        return [_generate(task) for task in tasks]
-    with concurrent.futures.ProcessPoolExecutor(workers) as pool:
-        return list(pool.map(_generate, tasks, chunksize=max(1, len(tasks) // (workers * 8))))
 
 
 def _prevalence(finding: str, age: int) -> float:
@@ -309,11 +273,3 @@ def _render(
     px = cos * (x - shift[0]) + sin * (y - shift[1])
     py = -sin * (x - shift[0]) + cos * (y - shift[1])
     return draw_chest(anatomy, findings, px, py)
-
-
-def _write_manifest(path: Path, rows: list[dict[str, object]]) -> None:
-    """Write a manifest CSV with the fixed column order."""
-    with path.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=MANIFEST_COLUMNS, lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(rows)
