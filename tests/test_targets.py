@@ -11,11 +11,20 @@ from medimg.data.manifest import load_manifest
 from medimg.data.targets import CovariateCoding, StudyColumns
 
 
+def _table(manifests, rows):
+    """The tiny internal manifest's first rows with absolute image/mask paths."""
+    frame = pd.read_csv(manifests["internal"]).head(rows)
+    root = manifests["internal"].parent
+    for column in ("image", "mask"):
+        frame[column] = [str(root / v) for v in frame[column]]
+    return frame
+
+
 def _manifest(tmp_path, manifests, **columns):
-    frame = pd.read_csv(manifests["internal"]).head(6)
+    frame = _table(manifests, 6)
     for name, values in columns.items():
         frame[name] = values
-    path = manifests["internal"].parent / f"study_{tmp_path.name}.csv"
+    path = tmp_path / "study.csv"
     frame.to_csv(path, index=False)
     return path
 
@@ -39,8 +48,8 @@ def test_a_regression_target_that_is_not_a_number_is_named(tmp_path, manifests):
 
 
 def test_mask_column_is_read_as_the_mask(tmp_path, manifests):
-    frame = pd.read_csv(manifests["internal"]).head(4)
-    path = manifests["internal"].parent / "organs_study.csv"
+    frame = _table(manifests, 4)
+    path = tmp_path / "organs_study.csv"
     frame.rename(columns={"mask": "organ_map"}).to_csv(path, index=False)
     loaded = load_manifest(path, "segmentation", StudyColumns(mask="organ_map"))
     assert all(str(manifests["internal"].parent) in m for m in loaded["mask"])
