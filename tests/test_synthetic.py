@@ -437,7 +437,7 @@ def test_legacy_scanner_share() -> None:
 def test_cache_hit(tmp_path: Path) -> None:
     paths = make_synthetic_ct(tmp_path, seed=1, n_internal=3, n_external=2)
     out = paths["internal"].parent.parent
-    assert out.name == "synthetic_ct-v3-seed1-n3-2"
+    assert out.name == "synthetic_ct-v4-seed1-n3-2"
     assert (out / "COMPLETE").is_file()
     assert [p.name for p in tmp_path.iterdir()] == [out.name]  # no temporary folders left
     stamp = (out / "COMPLETE").stat().st_mtime_ns
@@ -452,7 +452,7 @@ def test_cache_hit(tmp_path: Path) -> None:
 
 def test_lost_race_uses_existing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """If another process publishes first, its dataset is kept and the temp folder removed."""
-    final = tmp_path / "synthetic_ct-v3-seed2-n2-1"
+    final = tmp_path / "synthetic_ct-v4-seed2-n2-1"
     original = synthetic._generate_dataset
 
     def racing(out: Path, *args: object) -> int:
@@ -470,7 +470,7 @@ def test_lost_race_uses_existing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 
 
 def test_stale_incomplete_folder_is_replaced(tmp_path: Path) -> None:
-    final = tmp_path / "synthetic_ct-v3-seed2-n2-1"
+    final = tmp_path / "synthetic_ct-v4-seed2-n2-1"
     final.mkdir()
     (final / "junk").write_text("half-written")
     paths = make_synthetic_ct(tmp_path, seed=2, n_internal=2, n_external=1, workers=1)

@@ -26,7 +26,7 @@ from medimg.data.synthetic_phantom import BODY_JITTER, BODY_SEMI_AXES, LESION, d
 
 logger = logging.getLogger(__name__)
 
-DATASET_VERSION = "v3"
+DATASET_VERSION = "v4"
 MANIFEST_COLUMNS = (
     "case_id",
     "patient_id",
@@ -333,7 +333,7 @@ def _generate_case(task: _CaseTask) -> dict[str, object]:
     stored = _to_stored(hu, site)
     clinical = draw_clinical(
         clinical_rng(task.seed, task.site_index, task.patient_index, task.study_index),
-        has_lesion,
+        lesion.volume_ml if lesion is not None else 0.0,
         task.age,
         task.sex,
     )
