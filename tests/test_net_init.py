@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 import pickle
+from functools import partial
 
 import pytest
 import torch
 from monai.networks.nets import DenseNet, DenseNet121, EfficientNetBN, SEResNet50, UNet, resnet18
 from torch import nn
 
-from medimg.nets import FusionNet, apply_init, default_head, freeze_encoder, load_weights
+from medimg.nets import (
+    FusionNet,
+    apply_init,
+    default_head,
+    freeze_encoder,
+    hold_frozen_norms,
+    load_weights,
+)
+from medimg.tasks import ClassificationTask
 
 
 def _small_densenet(out_channels: int = 2) -> DenseNet:
@@ -136,6 +145,31 @@ def test_fusion_net_freezes_the_image_encoder_but_not_the_heads():
     assert {n.split(".")[0] for n in _trainable(net)} == {"head", "image_net"}
     assert all(n.startswith(("head.", "image_net.class_layers.")) for n in _trainable(net))
     assert not any(p.requires_grad for p in net.image_net.features.parameters())
+
+
+def _norm_statistics(net: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.clone() for k, v in net.state_dict().items() if k.endswith("running_mean")}
+
+
+@pytest.mark.parametrize("frozen", [True, False])
+def test_a_training_task_keeps_the_frozen_encoders_norm_statistics(frozen):
+    torch.manual_seed(0)
+    net = _small_densenet()
+    if frozen:
+        freeze_encoder(net)
+    task = ClassificationTask(net, optimizer=partial(torch.optim.SGD, lr=0.1), num_classes=2)
+    before = _norm_statistics(net)
+    task.train()
+    assert task.training and net.class_layers.training
+    net(torch.randn(4, 1, 16, 16) * 5 + 3)  # a batch far from the stored statistics
+    after = _norm_statistics(net)
+    changed = [k for k in before if not torch.equal(before[k], after[k])]
+    # Frozen: every norm layer sits in the encoder (DenseNet's head is one Linear) and keeps its
+    # statistics; trainable: they all move. Eval mode is restored by train() after validation.
+    assert changed == ([] if frozen else list(before))
+    assert hold_frozen_norms(net) == (len(before) if frozen else 0)
+    task.eval()
+    assert not any(m.training for m in net.modules())
 
 
 def test_unknown_class_or_head_is_refused():

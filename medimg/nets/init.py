@@ -10,6 +10,7 @@ from typing import NamedTuple
 import torch
 from monai.networks.nets import DenseNet, EfficientNet, ResNet, SENet, ViT
 from torch import Tensor, nn
+from torch.nn.modules.batchnorm import _NormBase
 
 from medimg.nets.fusion import FusionNet
 
@@ -152,8 +153,9 @@ def default_head(net: nn.Module) -> list[str]:
 def freeze_encoder(net: nn.Module, head: Sequence[str] | None = None) -> list[str]:
     """Freeze every parameter of ``net`` except those of the ``head`` modules.
 
-    Batch-norm running statistics of the frozen part still update in training mode; only the
-    parameters stop learning.
+    The frozen part's normalisation layers keep their running statistics too: a task holds them
+    in eval mode while it trains (:func:`hold_frozen_norms`), as fine-tuning a pretrained encoder
+    expects.
 
     Args:
         net: the network.
@@ -184,6 +186,24 @@ def freeze_encoder(net: nn.Module, head: Sequence[str] | None = None) -> list[st
     if not trainable:
         raise ValueError(f"init.head: the modules {names} of {type(net).__name__} have no weights")
     return trainable
+
+
+def hold_frozen_norms(net: nn.Module) -> int:
+    """Put the frozen normalisation layers of ``net`` in eval mode; returns how many.
+
+    A layer counts as frozen when it tracks running statistics and has weights, none of them
+    trainable (:func:`freeze_encoder` leaves it so). In eval mode it normalises with, and keeps,
+    the statistics it was loaded with, instead of the current batch's. Call after ``train()``.
+    """
+    held = 0
+    for module in net.modules():
+        if not isinstance(module, _NormBase) or not module.track_running_stats:
+            continue
+        parameters = list(module.parameters(recurse=False))
+        if parameters and not any(p.requires_grad for p in parameters):
+            module.eval()
+            held += 1
+    return held
 
 
 def apply_init(

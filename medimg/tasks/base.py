@@ -12,6 +12,7 @@ from torch import Tensor, nn
 from torchmetrics import MeanMetric
 
 from medimg.data import keys
+from medimg.nets.init import hold_frozen_norms
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
 SchedulerFactory = Callable[..., Any]
@@ -122,6 +123,13 @@ class BaseTask(L.LightningModule):
                 f"{type(self).__name__}.prepare_from_training was not called before fit: "
                 "target/covariate scaling keeps its defaults (mean 0, std 1)"
             )
+
+    def train(self, mode: bool = True) -> BaseTask:
+        """Train mode, except for the frozen encoder's normalisation layers (see hold_frozen_norms)."""
+        super().train(mode)
+        if mode:
+            hold_frozen_norms(self.net)
+        return self
 
     def configure_optimizers(self) -> Any:
         optimizer = self.optimizer_factory(params=self.parameters())
