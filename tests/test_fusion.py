@@ -66,6 +66,50 @@ def test_output_changes_with_a_covariate():
     assert (young - old).abs().item() > 1e-6
 
 
+def test_covariate_dropout_hides_whole_cases_in_training_only():
+    torch.manual_seed(0)
+    net = FusionNet(_densenet(8), 3, 1, image_features=8, covariate_dropout=0.5)
+    net.fit_covariates(torch.tensor([[60, 1, 5.0], [70, 0, 8.0], [50, 1, 9.0]]))
+    image = torch.rand(1, 1, 32, 32).expand(400, -1, -1, -1)
+    covariates = torch.tensor([[75.0, 0, 12.0]]).expand(400, -1)
+    net.eval()
+    with torch.no_grad():
+        present = net(image[:1], covariates[:1])
+        hidden = net(image[:1], torch.full((1, 3), NAN))
+        assert torch.equal(net(image, covariates), present.expand(400, -1))
+        net.train()
+        net.image_net.eval()  # batch norm in eval: rows differ only by the covariates' fate
+        out = net(image, covariates)
+    is_hidden = torch.isclose(out, hidden, atol=1e-6).all(1)
+    is_present = torch.isclose(out, present, atol=1e-6).all(1)
+    assert bool((is_hidden ^ is_present).all())  # each case: all covariates kept or all hidden
+    assert 0.4 < is_hidden.float().mean().item() < 0.6  # binomial(400, 0.5): sd 0.025
+    with pytest.raises(ValueError, match="covariate_dropout"):
+        FusionNet(_densenet(8), 3, 1, image_features=8, covariate_dropout=1.0)
+
+
+def test_the_head_learns_at_its_own_rate():
+    net = FusionNet(_densenet(8), 3, 1, image_features=8, head_lr_scale=10.0)
+    task = ClassificationTask(
+        net,
+        optimizer=partial(torch.optim.AdamW, lr=1e-3),
+        scheduler=partial(torch.optim.lr_scheduler.CosineAnnealingLR, T_max=4),
+        num_classes=1,
+    )
+    configured = task.configure_optimizers()
+    optimizer, scheduler = configured["optimizer"], configured["lr_scheduler"]["scheduler"]
+    image, head = optimizer.param_groups
+    assert {id(p) for p in image["params"]} == {id(p) for p in net.image_net.parameters()}
+    assert {id(p) for p in head["params"]} == {id(p) for p in net.head.parameters()}
+    assert (image["lr"], head["lr"]) == pytest.approx((1e-3, 1e-2))
+    optimizer.step()
+    scheduler.step()  # the schedule scales both groups from their own starting rates
+    assert head["lr"] / image["lr"] == pytest.approx(10.0)
+    assert head["lr"] < 1e-2
+    with pytest.raises(ValueError, match="head_lr_scale"):
+        FusionNet(_densenet(8), 3, 1, image_features=8, head_lr_scale=0)
+
+
 def test_fusion_scripts_and_traces_with_eager_outputs():
     net = _fusion()
     net.fit_covariates(torch.tensor([[60, 1, 5.0], [70, 0, NAN], [50, 1, 9.0]]))

@@ -15,6 +15,14 @@ class FusionNet(nn.Module):
     ``[image features, standardised covariates, indicators]``. The module scripts with
     ``torch.jit.script`` when its image network does.
 
+    Trained from scratch on few cases, such a network tends to lean on whichever source is
+    easier to fit and leave the other under-trained (Wang et al., "What makes training
+    multi-modal classification networks hard?", CVPR 2020). ``covariate_dropout`` counters this
+    by "modality dropout" (Neverova et al., ModDrop, 2015): in training, each case's covariates
+    are all hidden as missing with this probability, so the image branch must predict alone on
+    those cases; it also trains the model for cases whose covariates are missing. It does
+    nothing in eval mode.
+
     Args:
         image_net: a MONAI classifier built with ``out_channels=image_features`` (its output is
             used as the image feature vector).
@@ -23,6 +31,12 @@ class FusionNet(nn.Module):
         image_features: size of ``image_net``'s output.
         hidden: width of the head's hidden layer.
         dropout: dropout before the head's last layer.
+        covariate_dropout: probability, per training case, of hiding all its covariates.
+        head_lr_scale: the head's learning rate as a multiple of the optimiser's (see
+            :meth:`param_groups`). Adam moves a weight by about the learning rate per step, so
+            in a short run a freshly initialised head cannot reach the covariate effects a
+            logistic model has (several units per standard deviation) at the image network's
+            learning rate.
     """
 
     takes_covariates = True
@@ -35,6 +49,8 @@ class FusionNet(nn.Module):
         image_features: int,
         hidden: int = 32,
         dropout: float = 0.0,
+        covariate_dropout: float = 0.0,
+        head_lr_scale: float = 1.0,
     ) -> None:
         super().__init__()
         for name, value in (
@@ -48,8 +64,13 @@ class FusionNet(nn.Module):
                     name == "n_covariates"
                 )
                 raise ValueError(f"net.{name} must be >= 1{hint}, got {value}")
-        if not 0 <= dropout < 1:
-            raise ValueError(f"net.dropout must be in [0, 1), got {dropout}")
+        for name, value in (("dropout", dropout), ("covariate_dropout", covariate_dropout)):
+            if not 0 <= value < 1:
+                raise ValueError(f"net.{name} must be in [0, 1), got {value}")
+        self.covariate_dropout = float(covariate_dropout)
+        if head_lr_scale <= 0:
+            raise ValueError(f"net.head_lr_scale must be > 0, got {head_lr_scale}")
+        self.head_lr_scale = float(head_lr_scale)
         self.image_net = image_net
         # An instance attribute too, so a scripted FusionNet still says it takes covariates.
         self.takes_covariates = True
@@ -63,6 +84,15 @@ class FusionNet(nn.Module):
             nn.Dropout(dropout),
             nn.Linear(hidden, out_channels),
         )
+
+    @torch.jit.unused
+    def param_groups(self) -> list[dict]:
+        """Optimiser parameter groups: the image network, and the head with ``lr_scale``."""
+        head = [p for n, p in self.named_parameters() if not n.startswith("image_net.")]
+        return [
+            {"params": list(self.image_net.parameters())},
+            {"params": head, "lr_scale": self.head_lr_scale},
+        ]
 
     @torch.jit.unused
     def fit_covariates(self, covariates: Tensor) -> None:
@@ -93,6 +123,9 @@ class FusionNet(nn.Module):
             raise ValueError("FusionNet: image_net must output (B, image_features)")
         covariates = covariates.to(features.dtype)
         missing = torch.isnan(covariates)
+        if self.training and self.covariate_dropout > 0:
+            hidden = torch.rand(covariates.shape[0], 1, device=covariates.device)
+            missing = missing | (hidden < self.covariate_dropout)
         scaled = (covariates - self.cov_mean) / self.cov_std
         scaled = torch.where(missing, torch.zeros_like(scaled), scaled)
         return self.head(torch.cat([features, scaled, missing.to(features.dtype)], dim=1))

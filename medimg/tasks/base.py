@@ -132,7 +132,14 @@ class BaseTask(L.LightningModule):
         return self
 
     def configure_optimizers(self) -> Any:
-        optimizer = self.optimizer_factory(params=self.parameters())
+        # A network may split its parameters into groups; a group's ``lr_scale`` multiplies the
+        # optimiser's learning rate (torch keeps the extra key in the group).
+        groups = getattr(self.net, "param_groups", None)
+        optimizer = self.optimizer_factory(
+            params=groups() if callable(groups) else self.parameters()
+        )
+        for group in optimizer.param_groups:
+            group["lr"] = group["lr"] * group.get("lr_scale", 1.0)
         if self.scheduler_factory is None:
             return optimizer
         scheduler = self.scheduler_factory(optimizer=optimizer)
