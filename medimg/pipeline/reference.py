@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 from sklearn.impute import SimpleImputer
 from sklearn.linear_model import LogisticRegression, Ridge
@@ -23,6 +24,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from medimg.data import keys
+from medimg.files import write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +99,7 @@ def image_only_config(cfg: DictConfig, run_dir: Path) -> DictConfig:
         derived.net = OmegaConf.create(image_net)
         derived.data.covariates = []
         derived.reference.image_only = False
+        derived.init.from_image_only = False
         derived.reference.covariates_only = False
         derived.export.enabled = False
         derived.logger = None
@@ -108,12 +111,51 @@ def image_only_config(cfg: DictConfig, run_dir: Path) -> DictConfig:
     return derived
 
 
-def image_only(cfg: DictConfig, run_dir: Path) -> dict:
-    """Train the image-only network like the main model; its test and external metrics."""
-    from medimg.pipeline.train import train
+def image_only(cfg: DictConfig, run_dir: Path) -> tuple[dict, Path]:
+    """Train the image-only network like the main model.
+
+    Returns:
+        Its test and external metrics, and its selected network's weights (a state_dict saved
+        as ``reference_image_only/image_net.pt``, for ``init.from_image_only``).
+    """
+    from medimg.pipeline.train import fit
 
     derived = image_only_config(cfg, run_dir)
     log.info("reference: training the image-only network in %s", derived.paths.output_dir)
-    out = train(derived)
+    out, task = fit(derived)
+    weights = out / "image_net.pt"
+    write_atomic(weights, lambda tmp: torch.save(task.net.state_dict(), tmp))
     metrics = json.loads((out / "metrics.json").read_text())
-    return {k: v for k, v in metrics.items() if isinstance(v, dict)}
+    return {k: v for k, v in metrics.items() if isinstance(v, dict)}, weights
+
+
+def with_image_encoder(cfg: DictConfig, weights: Path) -> DictConfig:
+    """The run's config with its fusion network starting from the image-only network's weights.
+
+    The image-only network's output layer (classes) differs from the fusion network's feature
+    layer, so that layer is left as initialised (non-strict load, reported in the log).
+    """
+    derived = copy.deepcopy(cfg)
+    with open_dict(derived):
+        derived.init.weights = str(weights)
+        derived.init.strict = False
+    return derived
+
+
+def check_image_encoder_init(cfg: DictConfig) -> None:
+    """Preflight of ``init.from_image_only``: what it needs, named in a clear error."""
+    if not cfg.init.get("from_image_only", False):
+        return
+    problems = []
+    if "image_net" not in cfg.net:
+        problems.append("a fusion network with an image_net (net=fusion_*)")
+    if not cfg.reference.image_only:
+        problems.append("reference.image_only=true (the image-only network it starts from)")
+    if cfg.init.weights:
+        problems.append("no init.weights of its own (it sets them)")
+    if cfg.get("stage", "fit") != "fit" or cfg.get("ckpt_path"):
+        problems.append("stage=fit without ckpt_path (a new training run)")
+    if "ddp" in str(cfg.trainer.get("strategy", "")):
+        problems.append("a single process (the reference is trained before the main model)")
+    if problems:
+        raise ValueError("init.from_image_only=true needs " + "; ".join(problems))

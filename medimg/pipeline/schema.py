@@ -106,6 +106,8 @@ class InitSchema:
     strict: bool = True
     freeze_encoder: bool = False
     head: Any = None
+    # Fusion networks: train the image-only reference first and start the image encoder from it.
+    from_image_only: bool = False
 
 
 @dataclass

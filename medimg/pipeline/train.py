@@ -117,9 +117,17 @@ def training_targets(datamodule: ManifestDataModule) -> tuple[Tensor | None, Ten
 
 
 def reference_metrics(
-    cfg: DictConfig, datamodule: ManifestDataModule, split: pd.DataFrame, run_dir: Path
+    cfg: DictConfig,
+    datamodule: ManifestDataModule,
+    split: pd.DataFrame,
+    run_dir: Path,
+    image_only: dict | None = None,
 ) -> dict:
-    """Covariates-only and image-only references for a run with clinical covariates."""
+    """Covariates-only and image-only references for a run with clinical covariates.
+
+    ``image_only``: the image-only reference's metrics when it was trained already (before the
+    main model, for ``init.from_image_only``).
+    """
     if not cfg.data.covariates:
         return {}
     out = {}
@@ -130,7 +138,7 @@ def reference_metrics(
         out["covariates_only"] = reference.covariates_only(kind, split, external, multilabel)
         log.info("covariates-only reference: %s", out["covariates_only"])
     if cfg.reference.image_only:
-        out["image_only"] = reference.image_only(cfg, run_dir)
+        out["image_only"] = image_only or reference.image_only(cfg, run_dir)[0]
         log.info("image-only reference: %s", out["image_only"])
     return out
 
@@ -177,9 +185,21 @@ def validate(cfg: DictConfig) -> Path:
 
 def train(cfg: DictConfig) -> Path:
     """Run the whole training stage for a composed config; returns the run directory."""
+    return fit(cfg)[0]
+
+
+def fit(cfg: DictConfig) -> tuple[Path, BaseTask | None]:
+    """:func:`train`, also returning the selected (best) task; None on DDP ranks other than 0."""
+    reference.check_image_encoder_init(cfg)
     run_dir = Path(cfg.paths.output_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     write_run_header(cfg, run_dir)
+    image_only = None
+    if cfg.init.get("from_image_only", False):
+        # Two-stage fusion: the image-only reference is trained first (seeded like any run) and
+        # its image network becomes the fusion network's starting encoder.
+        image_only, weights = reference.image_only(cfg, run_dir)
+        cfg = reference.with_image_encoder(cfg, weights)
     L.seed_everything(cfg.seed, workers=True)
 
     datamodule, split = build_datamodule(cfg)
@@ -203,7 +223,7 @@ def train(cfg: DictConfig) -> Path:
     try:
         trainer.fit(task, datamodule=datamodule, ckpt_path=cfg.ckpt_path, weights_only=True)
         if not trainer.is_global_zero:
-            return run_dir
+            return run_dir, None
         best_task, best_path = _best_task(cfg, trainer, task)
         metrics, outputs = evaluate_sets(
             cfg, _single_process(cfg, trainer), best_task, datamodule, run_dir, loggers=loggers
@@ -213,7 +233,7 @@ def train(cfg: DictConfig) -> Path:
             **metrics,
             "evaluation": "eval/results.json",
         }
-        references = reference_metrics(cfg, datamodule, split, run_dir)
+        references = reference_metrics(cfg, datamodule, split, run_dir, image_only)
         if references:
             results["references"] = references
         write_json(run_dir / "metrics.json", results)
@@ -242,4 +262,4 @@ def train(cfg: DictConfig) -> Path:
     finally:
         finish_loggers(loggers)
     torch.set_grad_enabled(True)
-    return run_dir
+    return run_dir, best_task
