@@ -124,6 +124,11 @@ class BaseTask(L.LightningModule):
                 "target/covariate scaling keeps its defaults (mean 0, std 1)"
             )
 
+    def on_train_epoch_start(self) -> None:
+        # Lightning restores each module's own mode after validation rather than calling
+        # train(), so the frozen layers are put back in eval mode here as well.
+        hold_frozen_norms(self.net)
+
     def train(self, mode: bool = True) -> BaseTask:
         """Train mode, except for the frozen encoder's normalisation layers (see hold_frozen_norms)."""
         super().train(mode)
