@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import numpy as np
+import pandas as pd
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
+from sklearn.metrics import roc_auc_score
 
 from medimg.pipeline.build import build_net
 from medimg.pipeline.entry import CONFIG_DIR
 from medimg.pipeline.reference import (
     check_image_encoder_init,
+    compare_with_references,
     image_only_config,
     with_image_encoder,
 )
@@ -76,3 +80,28 @@ def test_the_script_refuses_a_bad_two_stage_config_before_training(tmp_path):
     assert result.returncode == 2
     assert "init.from_image_only=true needs a fusion network" in result.stderr
     assert not (tmp_path / "data").exists()  # refused before any data was made
+
+
+def _predictions(folder, prob, label, cases):
+    (folder / "predictions").mkdir(parents=True)
+    frame = {"case_id": cases, "prob": prob, "label": label}
+    pd.DataFrame(frame).to_csv(folder / "predictions" / "test.csv", index=False)
+
+
+def test_the_run_is_compared_with_each_reference_on_the_same_cases(tmp_path):
+    rng = np.random.default_rng(0)
+    label = rng.integers(0, 2, 200)
+    cases = [f"c{i}" for i in range(200)]
+    good = label + rng.normal(0, 0.6, 200)
+    weak = label + rng.normal(0, 1.5, 200)
+    _predictions(tmp_path, good, label, cases)
+    # The references list their cases in another order: they are matched by case_id.
+    _predictions(tmp_path / "weak", weak[::-1], label[::-1], cases[::-1])
+    _predictions(tmp_path / "same", good, label, cases)
+    out = compare_with_references(tmp_path, {"weak": tmp_path / "weak", "same": tmp_path / "same"})
+    weak_test = out["weak"]["test"]
+    expected = roc_auc_score(label, good) - roc_auc_score(label, weak)
+    assert weak_test["auroc_difference"] == pytest.approx(expected, abs=1e-12)
+    assert weak_test["ci_low"] > 0 and weak_test["p_value"] < 0.001 and weak_test["n"] == 200
+    assert out["same"]["test"]["auroc_difference"] == 0.0
+    assert out["same"]["test"]["p_value"] == 1.0

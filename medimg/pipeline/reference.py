@@ -72,15 +72,77 @@ def _score(kind: str, y: np.ndarray, model, x: np.ndarray) -> dict:
 
 
 def covariates_only(
-    kind: str, split: pd.DataFrame, external: dict[str, pd.DataFrame], multilabel: bool
+    kind: str,
+    split: pd.DataFrame,
+    external: dict[str, pd.DataFrame],
+    multilabel: bool,
+    out_dir: Path | None = None,
 ) -> dict:
-    """Fit on the training split's covariates; metrics on the test split and external sets."""
+    """Fit on the training split's covariates; metrics on the test split and external sets.
+
+    With ``out_dir``, a binary model's predictions go to ``out_dir/predictions/<set>.csv``
+    (``case_id, prob, label``, like the run's own) for :func:`compare_with_references`.
+    """
     train = split[split["split"] == "train"]
     model = covariate_model(kind, multilabel)
     y_train = _targets(train)
     model.fit(_matrix(train), y_train if kind == "regression" else y_train.astype(int))
     sets = {"test": split[split["split"] == "test"], **external}
+    if out_dir is not None and kind == "classification" and not multilabel:
+        for name, frame in sets.items():
+            prob = model.predict_proba(_matrix(frame))
+            if prob.shape[1] != 2:
+                break
+            table = pd.DataFrame(
+                {
+                    "case_id": frame["case_id"].to_numpy(),
+                    "prob": prob[:, 1],
+                    "label": _targets(frame),
+                }
+            )
+            path = out_dir / "predictions" / f"{name}.csv"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_atomic(path, lambda tmp, t=table: t.to_csv(tmp, index=False))
     return {name: _score(kind, _targets(f), model, _matrix(f)) for name, f in sets.items()}
+
+
+def compare_with_references(run_dir: Path, references: dict[str, Path]) -> dict:
+    """The run's AUROC minus each reference's on the same cases: paired DeLong CI and p-value.
+
+    Binary classification only (the predictions files hold one probability per case); sets or
+    references without a predictions file, or with fewer than two cases of a class, are left out.
+
+    Args:
+        run_dir: the run (its ``predictions/<set>.csv``).
+        references: reference name -> folder with ``predictions/<set>.csv``.
+
+    Returns:
+        ``{reference: {set: {auroc_difference, ci_low, ci_high, p_value, n}}}``.
+    """
+    from medimg.evaluation.stats import delong_paired_test
+
+    out: dict = {}
+    for path in sorted((run_dir / "predictions").glob("*.csv")):
+        main = pd.read_csv(path)
+        if set(main.columns) != {"case_id", "prob", "label"}:
+            continue
+        for name, folder in references.items():
+            other = folder / "predictions" / path.name
+            if not other.is_file():
+                continue
+            both = main.merge(pd.read_csv(other), on="case_id", suffixes=("", "_reference"))
+            y = both["label"].to_numpy().astype(int)
+            if len(both) != len(main) or np.bincount(y, minlength=2).min() < 2:
+                continue  # DeLong's variance needs two cases of each class
+            test = delong_paired_test(y, both["prob_reference"].to_numpy(), both["prob"].to_numpy())
+            out.setdefault(name, {})[path.stem] = {
+                "auroc_difference": test["difference"],
+                "ci_low": float(test["ci"][0]),
+                "ci_high": float(test["ci"][1]),
+                "p_value": test["p_value"],
+                "n": int(len(both)),
+            }
+    return out
 
 
 def image_only_config(cfg: DictConfig, run_dir: Path) -> DictConfig:

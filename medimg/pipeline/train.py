@@ -135,11 +135,18 @@ def reference_metrics(
     external = {n: f for n, f in datamodule.frames.items() if n not in ("train", "val", "test")}
     if cfg.reference.covariates_only:
         multilabel = bool(cfg.task.get("multilabel", False))
-        out["covariates_only"] = reference.covariates_only(kind, split, external, multilabel)
+        out["covariates_only"] = reference.covariates_only(
+            kind, split, external, multilabel, out_dir=run_dir / "reference_covariates_only"
+        )
         log.info("covariates-only reference: %s", out["covariates_only"])
     if cfg.reference.image_only:
         out["image_only"] = image_only or reference.image_only(cfg, run_dir)[0]
         log.info("image-only reference: %s", out["image_only"])
+    folders = {name: run_dir / f"reference_{name}" for name in out}
+    comparison = reference.compare_with_references(run_dir, folders)
+    if comparison:
+        out["comparison"] = comparison
+        log.info("this model minus each reference (AUROC, paired DeLong): %s", comparison)
     return out
 
 
