@@ -37,6 +37,7 @@ def _clinical(tmp_path, *overrides: str):
 def test_the_fusion_encoder_starts_from_the_image_only_weights(tmp_path):
     cfg = _clinical(tmp_path)
     assert cfg.init.from_image_only
+    check_image_encoder_init(cfg)  # the experiment as shipped passes its preflight
     # The image-only network the reference trains, standing in for its trained weights.
     torch.manual_seed(1)
     image_net = build_net(image_only_config(cfg, tmp_path))
@@ -60,6 +61,8 @@ def test_the_fusion_encoder_starts_from_the_image_only_weights(tmp_path):
         (("reference.image_only=false",), "reference.image_only=true"),
         (("init.weights=/some/file.pt",), "no init.weights"),
         (("trainer=ddp",), "single process"),
+        (("trainer.devices=2",), "single process"),
+        (("trainer.num_nodes=2",), "single process"),
     ],
 )
 def test_preflight_names_what_two_stage_fusion_needs(tmp_path, overrides, needs):

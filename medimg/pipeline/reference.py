@@ -204,6 +204,21 @@ def with_image_encoder(cfg: DictConfig, weights: Path) -> DictConfig:
     return derived
 
 
+def _processes(trainer: DictConfig) -> int:
+    """How many processes Lightning will start for ``trainer`` (0: more than one, not known)."""
+    nodes = int(trainer.get("num_nodes", 1) or 1)
+    devices = trainer.get("devices", 1)
+    if "ddp" in str(trainer.get("strategy", "auto")).lower() or nodes > 1:
+        return 0
+    if OmegaConf.is_list(devices) or isinstance(devices, (list, tuple)):
+        return 1 if len(devices) == 1 else 0
+    if str(devices) == "auto":
+        # Lightning's "auto" takes every GPU it finds (else one CPU process).
+        gpu = str(trainer.get("accelerator", "auto")) in ("auto", "gpu", "cuda")
+        return 0 if gpu and torch.cuda.device_count() > 1 else 1
+    return 1 if str(devices).strip() == "1" else 0
+
+
 def check_image_encoder_init(cfg: DictConfig) -> None:
     """Preflight of ``init.from_image_only``: what it needs, named in a clear error."""
     if not cfg.init.get("from_image_only", False):
@@ -217,7 +232,7 @@ def check_image_encoder_init(cfg: DictConfig) -> None:
         problems.append("no init.weights of its own (it sets them)")
     if cfg.get("stage", "fit") != "fit" or cfg.get("ckpt_path"):
         problems.append("stage=fit without ckpt_path (a new training run)")
-    if "ddp" in str(cfg.trainer.get("strategy", "")):
+    if _processes(cfg.trainer) != 1:
         problems.append("a single process (the reference is trained before the main model)")
     if problems:
         raise ValueError("init.from_image_only=true needs " + "; ".join(problems))
