@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from pathlib import Path
 
 from medimg.data.errors import DataError
 from medimg.deploy.commands import add_infer_parser
@@ -26,15 +27,30 @@ def _check(args: argparse.Namespace) -> None:
     print(f"{args.manifest}: {len(frame)} cases OK")
 
 
+def _scan_outputs(args: argparse.Namespace) -> tuple[Path, Path]:
+    """The table and its incremental index: where the user says, never inside the scanned tree
+    unasked (both hold the archive's headers and paths)."""
+    root = Path(args.root).resolve()
+    output = Path(args.output or "series.csv").resolve()
+    index = Path(args.index).resolve() if args.index else output.with_suffix(".index.json")
+    if args.output is None and output.is_relative_to(root):
+        raise DataError(
+            f"{output}: the default output would be written inside the scanned tree {root}; "
+            "pass -o/--output with a path outside it (or inside it, if you mean to)"
+        )
+    return output, index
+
+
 def _scan(args: argparse.Namespace) -> None:
     from medimg.data.scan import scan_tree, write_scan
 
-    frame = scan_tree(args.root, workers=args.workers)
-    write_scan(frame, args.output)
+    output, index = _scan_outputs(args)
+    frame = scan_tree(args.root, index_path=index, workers=args.workers)
+    write_scan(frame, output)
     info = frame.attrs.get("scan", {})
     bad = int((frame["status"] != "ok").sum()) if len(frame) else 0
     print(
-        f"{args.output}: {len(frame)} series ({bad} with problems) from {info.get('files')} files "
+        f"{output}: {len(frame)} series ({bad} with problems) from {info.get('files')} files "
         f"({info.get('read')} read, {info.get('reused')} unchanged) in {info.get('seconds')} s"
     )
 
@@ -59,7 +75,14 @@ def main(argv: list[str] | None = None) -> int:
     check.set_defaults(run=_check)
     scan = sub.add_parser("scan", help="index a DICOM tree by headers: one row per series")
     scan.add_argument("root")
-    scan.add_argument("-o", "--output", default="series.csv")
+    scan.add_argument(
+        "-o", "--output", help="the series table (default: series.csv in the current folder)"
+    )
+    scan.add_argument(
+        "--index",
+        help="the incremental header index (default: beside the output, <output>.index.json); "
+        "a re-scan reads only new or changed files",
+    )
     scan.add_argument("--workers", type=int, default=2)
     scan.set_defaults(run=_scan)
     add_infer_parser(sub)

@@ -31,6 +31,28 @@ def test_scan_writes_one_row_per_series_and_rescans_incrementally(data_dir, tmp_
     )
     second = _run("scan", str(tree), "-o", str(out), cwd=tmp_path)
     assert "0 read" in second.stdout
+    # The index holds the archive's headers: beside the output, never inside the scanned tree.
+    assert (tmp_path / "series.index.json").is_file()
+    assert sorted(p.name for p in tree.iterdir()) == sorted(
+        p.name for p in next(data_dir.glob("*/site_B/images")).iterdir()
+    )
+
+
+def test_scan_never_writes_into_the_scanned_tree_by_default(
+    data_dir, tmp_path, monkeypatch, capsys
+):
+    from medimg.cli import main
+
+    tree = tmp_path / "tree"
+    shutil.copytree(next(data_dir.glob("*/site_B/images")), tree)
+    before = sorted(p.relative_to(tree) for p in tree.rglob("*"))
+    monkeypatch.chdir(tree)
+    assert main(["scan", str(tree)]) == 2
+    assert "inside the scanned tree" in capsys.readouterr().err
+    assert sorted(p.relative_to(tree) for p in tree.rglob("*")) == before
+    index = tmp_path / "elsewhere" / "idx.json"
+    assert main(["scan", str(tree), "-o", str(tmp_path / "t.csv"), "--index", str(index)]) == 0
+    assert index.is_file() and not (tmp_path / "t.index.json").exists()
 
 
 def test_check_reads_every_case_and_reports_unreadable_ones(manifests, tmp_path):

@@ -18,7 +18,7 @@ from pydicom.sequence import Sequence
 from pydicom.uid import CTImageStorage, EnhancedCTImageStorage, ExplicitVRLittleEndian
 
 from medimg.data import scan
-from medimg.data.scan import INDEX_NAME, SCAN_COLUMNS, axis_codes, scan_tree, write_scan
+from medimg.data.scan import LEGACY_INDEX_NAME, SCAN_COLUMNS, axis_codes, scan_tree, write_scan
 
 AXIAL = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
 SAGITTAL = (0.0, 1.0, 0.0, 0.0, 0.0, -1.0)
@@ -172,7 +172,7 @@ def test_results_are_deterministic_and_parallel_equals_serial(tree: Path, monkey
     pd.testing.assert_frame_equal(serial, again)
     assert list(serial["folder"]) == sorted(serial["folder"])
     assert (tree.parent / "parallel.json").read_text() == (tree.parent / "serial.json").read_text()
-    assert not (tree / INDEX_NAME).exists()
+    assert not (tree / LEGACY_INDEX_NAME).exists()
 
 
 class _CountReads:
@@ -190,12 +190,17 @@ class _CountReads:
         monkeypatch.setattr(scan, "_read_header", counting)
 
 
+def _tree_files(tree: Path) -> list[str]:
+    return sorted(p.relative_to(tree).as_posix() for p in tree.rglob("*"))
+
+
 def test_rescan_reads_only_changed_files(tree: Path, monkeypatch) -> None:
     reads = _CountReads(monkeypatch)
-    first = scan_tree(tree, workers=1)
+    index_path = tree.parent / "index.json"
+    first = scan_tree(tree, index_path=index_path, workers=1)
     assert reads.calls == 27 and first.attrs["scan"]["read"] == 27 + 2  # 2 text files, no parse
     reads.calls = 0
-    unchanged = scan_tree(tree, workers=1)
+    unchanged = scan_tree(tree, index_path=index_path, workers=1)
     assert reads.calls == 0 and unchanged.attrs["scan"]["read"] == 0
     pd.testing.assert_frame_equal(first, unchanged)
 
@@ -204,28 +209,46 @@ def test_rescan_reads_only_changed_files(tree: Path, monkeypatch) -> None:
     touched = tree / "p1" / "sag" / "0000.dcm"
     os.utime(touched, ns=(touched.stat().st_atime_ns, touched.stat().st_mtime_ns + 10**9))
     reads.calls = 0
-    changed = scan_tree(tree, workers=1)
+    changed = scan_tree(tree, index_path=index_path, workers=1)
     assert reads.calls == 2  # the added and the touched file
     assert row_of(changed, "A")["n_files"] == 6
     assert row_of(changed, "E")["n_files"] == 2
-    index = json.loads((tree / INDEX_NAME).read_text())
+    index = json.loads(index_path.read_text())
     assert "nested/a/b/0002.dcm" not in index["files"]
     assert "p1/ct/0005.dcm" in index["files"]
 
 
 def test_unchanged_tree_never_reaches_the_header_reader(tree: Path, monkeypatch) -> None:
-    scan_tree(tree, workers=2)
+    scan_tree(tree, index_path=tree.parent / "index.json", workers=2)
 
     def refuse(path: str) -> None:
         raise AssertionError(f"{path} was read again")
 
     monkeypatch.setattr(scan, "_read_header", refuse)
-    assert len(scan_tree(tree, workers=2)) == 7
+    assert len(scan_tree(tree, index_path=tree.parent / "index.json", workers=2)) == 7
+
+
+def test_without_an_index_every_header_is_read_and_nothing_is_written(
+    tree: Path, monkeypatch
+) -> None:
+    before = _tree_files(tree)
+    outside = sorted(tree.parent.iterdir())
+    reads = _CountReads(monkeypatch)
+    scan_tree(tree, workers=1)
+    scan_tree(tree, workers=1)
+    assert reads.calls == 2 * 27
+    assert _tree_files(tree) == before and sorted(tree.parent.iterdir()) == outside
+
+
+def test_an_index_left_in_the_tree_by_an_older_medimg_is_not_scanned(tree: Path) -> None:
+    files = scan_tree(tree, workers=1).attrs["scan"]["files"]
+    (tree / LEGACY_INDEX_NAME).write_text('{"format": "medimg-scan-index/1", "files": {}}')
+    assert scan_tree(tree, workers=1).attrs["scan"]["files"] == files
 
 
 def test_index_is_plain_json(tree: Path) -> None:
-    scan_tree(tree, workers=1)
-    payload = json.loads((tree / INDEX_NAME).read_text())
+    scan_tree(tree, index_path=tree.parent / "index.json", workers=1)
+    payload = json.loads((tree.parent / "index.json").read_text())
     assert payload["format"] == scan.INDEX_FORMAT
     entry = payload["files"]["p1/ct/0000.dcm"]
     assert set(entry) == {"size", "mtime_ns", "header"}
@@ -233,7 +256,7 @@ def test_index_is_plain_json(tree: Path) -> None:
     assert entry["header"]["series_uid"] == UID["A"]
     assert entry["header"]["planes"] == [[[0.0, 0.0, 0.0], list(AXIAL), [0.7, 0.7]]]
     assert payload["files"]["README.txt"]["header"] is None
-    assert not [p for p in tree.iterdir() if p.name.endswith(".tmp")]
+    assert not [p for p in tree.parent.iterdir() if p.name.endswith(".tmp")]
 
 
 @pytest.mark.parametrize(
@@ -246,22 +269,21 @@ def test_index_is_plain_json(tree: Path) -> None:
     ],
 )
 def test_unusable_index_is_rebuilt(tree: Path, caplog, text: str, message: str) -> None:
-    (tree / INDEX_NAME).write_text(text)
+    index_path = tree.parent / "index.json"
+    index_path.write_text(text)
     with caplog.at_level(logging.WARNING, logger="medimg.data.scan"):
-        frame = scan_tree(tree, workers=1)
+        frame = scan_tree(tree, index_path=index_path, workers=1)
     assert message in caplog.text
     assert frame.attrs["scan"]["read"] == 29
-    assert json.loads((tree / INDEX_NAME).read_text())["format"] == scan.INDEX_FORMAT
+    assert json.loads(index_path.read_text())["format"] == scan.INDEX_FORMAT
 
 
-def test_unwritable_default_index_only_warns(tree: Path, monkeypatch, caplog) -> None:
+def test_unwritable_index_raises_and_no_index_writes_nothing(tree: Path, monkeypatch) -> None:
     def read_only(path, write):
         raise PermissionError(f"{path}: read-only file system")
 
     monkeypatch.setattr(scan, "write_atomic", read_only)
-    with caplog.at_level(logging.WARNING, logger="medimg.data.scan"):
-        assert len(scan_tree(tree, workers=1)) == 7
-    assert "scan index not written" in caplog.text and "pass index_path" in caplog.text
+    assert len(scan_tree(tree, workers=1)) == 7  # no index asked for: nothing to write
     with pytest.raises(PermissionError, match="read-only"):
         scan_tree(tree, index_path=tree.parent / "index.json", workers=1)
 
@@ -380,4 +402,4 @@ def test_built_in_dataset_scans_clean(data_dir: Path, manifests: dict, tmp_path:
             folder = (manifest.parent / case.image).relative_to(data_dir).as_posix()
             row = by_folder.loc[folder]
             assert (row["patient_id"], row["manufacturer"]) == (case.patient_id, case.manufacturer)
-    assert not (data_dir / INDEX_NAME).exists()
+    assert not (data_dir / LEGACY_INDEX_NAME).exists()

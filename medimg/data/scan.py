@@ -30,7 +30,8 @@ from medimg.files import write_atomic
 
 logger = logging.getLogger(__name__)
 
-INDEX_NAME = ".medimg-scan.json"
+# The index name medimg before 0.2 wrote into the scanned tree; such a leftover is not scanned.
+LEGACY_INDEX_NAME = ".medimg-scan.json"
 INDEX_FORMAT = "medimg-scan-index/1"
 SCAN_COLUMNS = (
     "patient_id",
@@ -108,14 +109,16 @@ def scan_tree(
 
     A file is DICOM when ``DICM`` follows its 128-byte preamble; other files are skipped
     unparsed (pydicom's ``dcmread(force=False)``, which the series reader uses, refuses them
-    too). The header fields of every file are kept in a JSON index keyed by the path relative
-    to ``root``, with the file's size and ``mtime_ns``: a re-scan reads only new or changed
-    files and drops removed ones.
+    too). With ``index_path``, the header fields of every file are kept in a JSON index keyed
+    by the path relative to ``root``, with the file's size and ``mtime_ns``: a re-scan reads
+    only new or changed files and drops removed ones.
 
     Args:
         root: Folder to scan, recursively (symlinked folders are not followed).
-        index_path: Where the JSON index lives; default ``<root>/.medimg-scan.json``. A default
-            index that cannot be written (read-only tree) is only warned about.
+        index_path: Where the JSON index lives (where the caller says: the index holds the
+            tree's headers and paths, protected health information, so it is never written
+            into the scanned tree unasked). ``None``: no index; every header is read and nothing
+            is written.
         workers: Processes reading headers (fork); 1 reads in this process.
 
     Returns:
@@ -142,16 +145,16 @@ def scan_tree(
         raise NotADirectoryError(f"{root}: scan root is not a folder")
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ValueError(f"workers must be an integer >= 1, got {workers!r}")
-    index_file = Path(index_path).resolve() if index_path is not None else root / INDEX_NAME
+    index_file = Path(index_path).resolve() if index_path is not None else None
     stats = _list_files(root, index_file)
-    old = _load_index(index_file)
+    old = _load_index(index_file) if index_file is not None else {}
     entries = {rel: old[rel] for rel, stat in stats.items() if _unchanged(old.get(rel), stat)}
     stale = sorted(set(stats) - set(entries))
     for rel, header in zip(stale, _read_headers(str(root), stale, workers), strict=True):
         entries[rel] = {"size": stats[rel][0], "mtime_ns": stats[rel][1], "header": header}
     entries = dict(sorted(entries.items()))
-    if stale or len(entries) != len(old):
-        _save_index(index_file, root, entries, explicit=index_path is not None)
+    if index_file is not None and (stale or len(entries) != len(old)):
+        _save_index(index_file, root, entries)
     frame = _series_table(entries)
     unreadable = [rel for rel, entry in entries.items() if _is_error(entry["header"])]
     frame.attrs["scan"] = {
@@ -214,9 +217,10 @@ def axis_codes(orientation: Iterable[float]) -> str:
 # ---------------------------------------------------------------- the tree and the index
 
 
-def _list_files(root: Path, index_file: Path) -> dict[str, tuple[int, int]]:
+def _list_files(root: Path, index_file: Path | None) -> dict[str, tuple[int, int]]:
     """Relative POSIX path -> (size, mtime_ns) of every file under ``root`` but the index."""
-    temporary = f".{index_file.name}."  # write_atomic's temporary files beside the index
+    index_name = LEGACY_INDEX_NAME if index_file is None else index_file.name
+    temporary = f".{index_name}."  # write_atomic's temporary files beside the index
     prefix = len(str(root)) + 1
     found: dict[str, tuple[int, int]] = {}
     pending = [str(root)]
@@ -232,7 +236,7 @@ def _list_files(root: Path, index_file: Path) -> dict[str, tuple[int, int]]:
             if item.is_dir(follow_symlinks=False):
                 pending.append(item.path)
             elif item.is_file() and item.path != str(index_file):
-                if item.name.startswith(temporary):
+                if item.name.startswith(temporary) or item.name == LEGACY_INDEX_NAME:
                     continue
                 try:
                     stat = item.stat()
@@ -270,15 +274,10 @@ def _load_index(path: Path) -> dict[str, Any]:
     return files
 
 
-def _save_index(path: Path, root: Path, entries: Mapping[str, Any], explicit: bool) -> None:
-    """Write the index atomically; failing to write a default index is only warned about."""
+def _save_index(path: Path, root: Path, entries: Mapping[str, Any]) -> None:
+    """Write the index atomically (a failure raises: the caller asked for this index)."""
     text = json.dumps({"format": INDEX_FORMAT, "root": str(root), "files": entries})
-    try:
-        write_atomic(path, lambda tmp: tmp.write_text(text))
-    except OSError as err:
-        if explicit:
-            raise
-        logger.warning("%s: scan index not written (%s); pass index_path to keep one", path, err)
+    write_atomic(path, lambda tmp: tmp.write_text(text))
 
 
 # ---------------------------------------------------------------- reading headers
