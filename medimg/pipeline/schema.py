@@ -111,6 +111,17 @@ class InitSchema:
 
 
 @dataclass
+class PrivacySchema:
+    # Run-folder tables (splits.csv) name patients by keyed pseudonyms (medimg.privacy);
+    # true writes the manifest's patient ids as they are.
+    keep_patient_ids: bool = False
+    # The pseudonyms' secret key, outside every run folder (created on first use, mode 0600).
+    key_file: str = "~/.medimg/pseudonym.key"
+    # Optional CSV of pseudonym -> patient_id for the data owner (refused inside the run folder).
+    mapping_file: str | None = None
+
+
+@dataclass
 class ReferenceSchema:
     # With data.covariates: also fit a covariates-only model and an image-only network.
     covariates_only: bool = True
@@ -176,6 +187,7 @@ class TrainSchema:
     init: InitSchema = field(default_factory=InitSchema)
     reference: ReferenceSchema = field(default_factory=ReferenceSchema)
     evaluation: EvaluationSchema = field(default_factory=EvaluationSchema)
+    privacy: PrivacySchema = field(default_factory=PrivacySchema)
     experiment_name: str = "cls3d"
     seed: int = 42
     # fit: train, evaluate, export. validate: only the validation metrics of ckpt_path.

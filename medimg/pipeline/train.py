@@ -24,12 +24,13 @@ from medimg.pipeline.build import build_task, load_task, task_kind
 from medimg.pipeline.data import build_datamodule, data_summary
 from medimg.pipeline.evaluate import evaluate_training
 from medimg.pipeline.export import export_run
+from medimg.privacy import pseudonyms
 from medimg.tasks.base import BaseTask
 from medimg.tracking import finish_loggers
 
 log = logging.getLogger(__name__)
 # Keys left out of what trackers receive: local paths and data locations.
-PRIVATE_KEYS = ("paths", "data.source", "data.cache_dir", "ckpt_path")
+PRIVATE_KEYS = ("paths", "data.source", "data.cache_dir", "ckpt_path", "privacy")
 
 
 def _instantiate_all(node: DictConfig | None) -> list:
@@ -67,6 +68,19 @@ def write_run_header(cfg: DictConfig, run_dir: Path) -> None:
             "config_sha256": provenance.config_hash(cfg),
         },
     )
+
+
+def write_splits(cfg: DictConfig, split: pd.DataFrame, run_dir: Path) -> Path:
+    """``splits.csv``: case, patient (a keyed pseudonym unless ``privacy.keep_patient_ids``),
+    split and fold; with ``privacy.mapping_file``, the pseudonym mapping outside the run."""
+    table = split[[c for c in ("case_id", "patient_id", "split", "fold") if c in split]].copy()
+    privacy = cfg.privacy
+    if "patient_id" in table and not privacy.keep_patient_ids:
+        key = pseudonyms.read_or_create_key(privacy.key_file)
+        if privacy.mapping_file:
+            pseudonyms.write_mapping(privacy.mapping_file, table["patient_id"], key, run_dir)
+        table["patient_id"] = pseudonyms.pseudonymise(table["patient_id"], key)
+    return write_atomic(run_dir / "splits.csv", lambda tmp: table.to_csv(tmp, index=False))
 
 
 def _best_task(cfg: DictConfig, trainer: L.Trainer, task: BaseTask) -> tuple[BaseTask, str | None]:
@@ -210,12 +224,7 @@ def fit(cfg: DictConfig) -> tuple[Path, BaseTask | None]:
     L.seed_everything(cfg.seed, workers=True)
 
     datamodule, split = build_datamodule(cfg)
-    write_atomic(
-        run_dir / "splits.csv",
-        lambda tmp: split[
-            [c for c in ("case_id", "patient_id", "split", "fold") if c in split]
-        ].to_csv(tmp, index=False),
-    )
+    write_splits(cfg, split, run_dir)
     task = build_task(cfg)
     task.prepare_from_training(*training_targets(datamodule))
     loggers = _instantiate_all(cfg.logger)
