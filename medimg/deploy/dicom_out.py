@@ -7,7 +7,9 @@ the first 16 hex digits of the weights' SHA-256.
 
 from __future__ import annotations
 
+import copy
 import logging
+import math
 from collections.abc import Mapping, Sequence
 from importlib import metadata
 from pathlib import Path
@@ -32,6 +34,39 @@ PROCEDURES = {
     "MR": hd.sr.CodedConcept("113091000", "SCT", "Magnetic resonance imaging"),
 }
 IMAGING = hd.sr.CodedConcept("363679005", "SCT", "Imaging")
+# Type 2 attributes of the Patient and General Study modules that highdicom copies from the
+# source: de-identified exports often drop them, and highdicom then fails. The standard lets a
+# Type 2 attribute be present and empty when unknown, so they are added empty, never invented.
+TYPE2_IDENTIFICATION = (
+    "PatientName",
+    "PatientID",
+    "PatientBirthDate",
+    "PatientSex",
+    "StudyDate",
+    "StudyTime",
+    "StudyID",
+    "AccessionNumber",
+    "ReferringPhysicianName",
+)
+
+
+def with_type2_attributes(sources: Sequence[Dataset]) -> list[Dataset]:
+    """Copies of the source instances with absent identification Type 2 attributes added empty.
+
+    The user's datasets are never modified; present values (even empty ones) are kept as they
+    are, and nothing is copied from elsewhere: an absent PatientID stays unknown (empty).
+    """
+    completed = []
+    for source in sources:
+        missing = [keyword for keyword in TYPE2_IDENTIFICATION if keyword not in source]
+        if not missing:
+            completed.append(source)
+            continue
+        dataset = copy.deepcopy(source)
+        for keyword in missing:
+            setattr(dataset, keyword, "")
+        completed.append(dataset)
+    return completed
 
 
 def coded(code: Mapping[str, str]) -> hd.sr.CodedConcept:
@@ -61,6 +96,7 @@ def segmentation(
         labels: label map (X, Y, Z) on the source grid: X = column, Y = row, Z = slice.
         card: the model card (labels with codes, experiment, weights hash).
     """
+    sources = with_type2_attributes(sources)
     frames = np.ascontiguousarray(np.transpose(labels, (2, 1, 0))).astype(np.uint8)
     name, version = _algorithm(card)
     algorithm = hd.AlgorithmIdentificationSequence(
@@ -112,6 +148,7 @@ def structured_report(
     ``Present`` for the most probable. Every source instance is
     referenced as the image the finding was made on.
     """
+    sources = with_type2_attributes(sources)
     name, version = _algorithm(card)
     labels = card["labels"]
     if card.get("multilabel"):
@@ -138,6 +175,8 @@ def structured_report(
             finding_type=coded(entry["code"]),
             algorithm_id=algorithm,
             source_images=images,
+            # A non-finite probability (from odd source values) cannot be a DICOM numeric
+            # value: the finding is reported without it rather than crashing the writer.
             measurements=[
                 hd.sr.Measurement(
                     name=codes.DCM.Probability,
@@ -145,7 +184,9 @@ def structured_report(
                     unit=codes.UCUM.NoUnits,
                     algorithm_id=algorithm,
                 )
-            ],
+            ]
+            if math.isfinite(probability)
+            else [],
             qualitative_evaluations=[
                 hd.sr.QualitativeEvaluation(
                     name=coded(entry["code"]),
