@@ -34,7 +34,13 @@ def add_infer_parser(sub: argparse._SubParsersAction) -> None:
     infer.add_argument("--output", required=True, help="folder for result.json and results")
     infer.add_argument("--retries", type=int, default=3, help="attempts per request (PACS)")
     infer.add_argument("--backoff", type=float, default=0.5, help="first retry wait, seconds")
-    infer.add_argument("--timeout", type=float, default=30.0, help="seconds per request")
+    infer.add_argument("--timeout", type=float, default=30.0, help="seconds per read (PACS)")
+    infer.add_argument(
+        "--deadline",
+        type=float,
+        help="seconds the whole PACS exchange may take (default: 5 x retries x 10 x timeout "
+        "plus backoffs); a server trickling bytes is cut off here",
+    )
     infer.add_argument(
         "--covariates",
         help="comma-separated covariate values in the card's order (nan = missing), "
@@ -68,7 +74,12 @@ def _run_pacs(args: argparse.Namespace) -> int:
     if not args.study:
         raise DataError("--dicomweb needs --study <StudyInstanceUID>")
     try:
-        retry = RetryPolicy(attempts=args.retries, backoff_s=args.backoff, timeout_s=args.timeout)
+        retry = RetryPolicy(
+            attempts=args.retries,
+            backoff_s=args.backoff,
+            timeout_s=args.timeout,
+            deadline_s=args.deadline,
+        )
         inference = infer_from_pacs(
             args.dicomweb,
             args.study,

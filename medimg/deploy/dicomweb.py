@@ -10,6 +10,7 @@ transfer cut off mid-way can come back as a shortened list without an error.
 from __future__ import annotations
 
 import logging
+import struct
 import tempfile
 import time
 from collections.abc import Callable
@@ -20,6 +21,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import requests
 from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
 
 from medimg.deploy.infer import Inference, run_inference
 from medimg.export import LoadedModel, load_model
@@ -29,6 +31,11 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 RETRIABLE_STATUS = (408, 429, 500, 502, 503, 504)
 NOT_IMAGES = ("SEG", "SR", "PR", "KO", "RTSTRUCT", "DOC")
+# What decoding a garbage answer (HTML, a broken multipart part, JSON of the wrong shape)
+# raises inside dicomweb-client and pydicom: the server's fault, reported, not a traceback.
+GARBAGE = (ValueError, TypeError, KeyError, IndexError, AttributeError, EOFError, struct.error)
+GARBAGE += (InvalidDicomError,)
+SNIPPET_CHARS = 40
 
 
 class PacsError(RuntimeError):
@@ -42,10 +49,27 @@ class RetryPolicy:
     attempts: int = 3
     backoff_s: float = 0.5
     timeout_s: float = 30.0
+    deadline_s: float | None = None
 
     def __post_init__(self) -> None:
         if self.attempts < 1 or self.backoff_s < 0 or self.timeout_s <= 0:
             raise ValueError(f"retry policy needs attempts >= 1, backoff >= 0, timeout > 0: {self}")
+        if self.deadline_s is not None and self.deadline_s <= 0:
+            raise ValueError(f"retry policy needs deadline > 0: {self}")
+
+    @property
+    def overall_s(self) -> float:
+        """Seconds the whole exchange with the server may take (``deadline_s``, else derived).
+
+        The timeout is per read (a server trickling a byte at a time never trips it), so every
+        PACS exchange also has this overall deadline. Default: each of the four requests of an
+        inference (query, instance query, retrieve, store + confirming query) may use every
+        attempt at ten timeouts each, plus the backoff waits.
+        """
+        if self.deadline_s is not None:
+            return self.deadline_s
+        waits = sum(self.backoff_s * 2**n for n in range(self.attempts - 1))
+        return 5 * (self.attempts * 10 * self.timeout_s + waits)
 
 
 def redact(url: str) -> str:
@@ -70,9 +94,50 @@ class Pacs:
         self.url = url.rstrip("/")
         self.where = redact(self.url)
         self.retry = retry or RetryPolicy()
-        self.client = DICOMwebClient(url=self.url, timeout=self.retry.timeout_s)
+        self.deadline = time.monotonic() + self.retry.overall_s
+        self.last: requests.Response | None = None
+        session = requests.Session()
+        # Read every answer here, under the deadline, before dicomweb-client decodes it.
+        session.hooks["response"].append(self._read_within_deadline)
+        self.client = DICOMwebClient(url=self.url, session=session, timeout=self.retry.timeout_s)
         # One retry loop, ours: the client's default (5 tries per error) hides outages.
         self.client.set_http_retry_params(retry=False)
+
+    def _read_within_deadline(self, response: requests.Response, *_: Any, **__: Any) -> None:
+        """Read the body chunk by chunk (read1: whatever arrived), checking the deadline."""
+        self.last = response
+        if response._content_consumed:  # noqa: SLF001 (already read: nothing to bound)
+            return
+        chunks = []
+        while True:
+            if time.monotonic() > self.deadline:
+                response.close()
+                raise PacsError(
+                    f"{self.where} did not answer within the {self.retry.overall_s:g} s deadline "
+                    f"(--deadline; {redact(response.url)})"
+                )
+            try:
+                chunk = response.raw.read1(65536, decode_content=True)
+            except Exception as err:  # urllib3's timeouts and resets, re-raised as requests'
+                raise requests.ConnectionError(str(err)) from err
+            if not chunk:
+                break
+            chunks.append(chunk)
+        response._content = b"".join(chunks)  # noqa: SLF001 (requests' buffered body)
+        response._content_consumed = True  # noqa: SLF001
+
+    def _garbage(self, what: str, err: Exception) -> PacsError:
+        """A message for an answer that is not DICOMweb: the URL and what came back."""
+        response = self.last
+        if response is None:
+            return PacsError(f"{what} at {self.where}: unreadable answer ({type(err).__name__})")
+        kind = response.headers.get("Content-Type", "no content type")
+        head = (response._content or b"")[:SNIPPET_CHARS].decode("ascii", "replace")  # noqa: SLF001
+        head = "".join(c if c.isprintable() else "?" for c in head)
+        return PacsError(
+            f"{what} at {redact(response.url)}: the answer is not DICOMweb "
+            f"(HTTP {response.status_code}, {kind[:80]}, starts with {head!r})"
+        )
 
     def _call(self, what: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """``fn(*args, **kwargs)`` with retries; PacsError naming ``what`` when it gives up."""
@@ -80,8 +145,13 @@ class Pacs:
         for attempt in range(self.retry.attempts):
             if attempt:
                 time.sleep(self.retry.backoff_s * 2 ** (attempt - 1))
+            if time.monotonic() > self.deadline:
+                problem = f"the {self.retry.overall_s:g} s deadline passed (--deadline)"
+                break
             try:
                 return fn(*args, **kwargs)
+            except GARBAGE as err:
+                raise self._garbage(what, err) from None
             except requests.HTTPError as err:
                 status = err.response.status_code if err.response is not None else None
                 problem = f"HTTP {status}"
@@ -100,9 +170,13 @@ class Pacs:
             search_filters={"StudyInstanceUID": study},
             fields=["Modality", "NumberOfSeriesRelatedInstances"],
         )
+        rows = self._rows(what="query of the study's series", rows=rows)
         out = []
         for row in rows:
-            values = {tag: (item.get("Value") or [None])[0] for tag, item in row.items()}
+            try:
+                values = {tag: (item.get("Value") or [None])[0] for tag, item in row.items()}
+            except GARBAGE as err:
+                raise self._garbage("query of the study's series", err) from None
             out.append(
                 {
                     "uid": values.get("0020000E"),
@@ -141,7 +215,17 @@ class Pacs:
             series_instance_uid=series,
             get_remaining=True,
         )
-        return {row["00080018"]["Value"][0] for row in rows if "00080018" in row}
+        rows = self._rows(what="query of the series' instances", rows=rows)
+        try:
+            return {row["00080018"]["Value"][0] for row in rows if "00080018" in row}
+        except GARBAGE as err:
+            raise self._garbage("query of the series' instances", err) from None
+
+    def _rows(self, what: str, rows: Any) -> list[dict[str, Any]]:
+        """QIDO-RS rows, refused unless a list of DICOM JSON objects."""
+        if not isinstance(rows, list) or not all(isinstance(row, dict) for row in rows):
+            raise self._garbage(what, TypeError("not a list of DICOM JSON objects"))
+        return rows
 
     def retrieve_series(self, study: str, series: str, folder: Path) -> list[Path]:
         """Retrieve a series (WADO-RS) into ``folder``, checked against the query.
